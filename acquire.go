@@ -1,0 +1,331 @@
+package dlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// controlTimeout bounds the cancel sent from a control connection, and
+// then the wait for the cancelled statement to return. When either runs
+// out, the waiting session is discarded.
+const controlTimeout = time.Second
+
+// deadlineGrace is how long dlock lets the server end a wait bounded by
+// the context's deadline before it cancels the statement itself.
+const deadlineGrace = 200 * time.Millisecond
+
+// Acquire acquires the lock on the Lock's session, blocking until the
+// lock is acquired or ctx is done. [NoWait] tries once; [Timeout] waits at
+// most its duration. The server does the waiting and wakes the waiter.
+//
+// Acquire returns (true, nil) if and only if this Lock now holds the
+// lock, and (false, nil) when the lock is busy or the Timeout ran out.
+// If ctx is done first, it returns false and an error matching both
+// [ErrNotAcquired] and ctx.Err(). A grant that the server reports wins
+// over a context that ends at the same moment. After any error,
+// Acquired is false and no hold was left behind.
+//
+// Acquire never hands ctx to the driver: database/sql drivers close the
+// connection when a query's context ends, which would end every lock on
+// the session. A cancellation is instead sent from a control connection
+// of the same pool (KILL QUERY, pg_cancel_backend), which counts toward
+// SetMaxOpenConns; if that does not answer within a second, the session is
+// discarded and the error also matches [ErrLockLost].
+//
+// If the Lock already holds its lock, or another Acquire on it is
+// running, Acquire returns (false, [ErrAlreadyAcquired]) and leaves the
+// hold untouched.
+func (l *Lock) Acquire(ctx context.Context, opts ...Option) (bool, error) {
+	if l == nil {
+		return false, fmt.Errorf("%w: nil *Lock", ErrNotAcquired)
+	}
+	o, err := applyOptions("Acquire", false, true, opts)
+	if err != nil {
+		return false, err
+	}
+	if o.waitOpts == 0 {
+		o = l.wait
+	}
+	l.mu.Lock()
+	switch l.state {
+	case stateHeld:
+		l.mu.Unlock()
+		return false, ErrAlreadyAcquired
+	case stateAcquiring, stateReleasing:
+		l.mu.Unlock()
+		return false, fmt.Errorf("%w: another Acquire or Release is running", ErrAlreadyAcquired)
+	}
+	if err := ctx.Err(); err != nil {
+		l.mu.Unlock()
+		return false, errors.Join(ErrNotAcquired, err)
+	}
+	l.state = stateAcquiring
+	l.mu.Unlock()
+
+	ok, err := l.acquire(ctx, o)
+
+	l.mu.Lock()
+	switch {
+	case ok:
+		l.state = stateHeld
+	default:
+		l.state = stateIdle
+	}
+	l.mu.Unlock()
+	return ok, err
+}
+
+// Reasons a watcher cancelled the lock statement.
+const (
+	cancelNone int32 = iota
+	cancelCtx        // ctx ended
+	cancelCut        // the wanted wait ran out (MySQL whole seconds)
+	cancelDiscard    // no control connection answered: session dropped
+)
+
+// acquire runs the lock statement under the session mutex, with the wait
+// bounds of o and ctx, and settles any doubt it leaves.
+func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
+	s := l.sess
+	if err := s.acquire(ctx); err != nil {
+		return false, errors.Join(ErrNotAcquired, err)
+	}
+	defer s.release()
+	if s.dead {
+		return false, fmt.Errorf("%w: the session was discarded earlier", ErrLockLost)
+	}
+	sctx := context.WithoutCancel(ctx)
+	hk := holdKey{l.dbKey, l.mode.shared}
+	if s.counts[hk] > 0 {
+		// The session already holds it in this mode: the server grants at
+		// once, so the statement needs no wait and cannot be left in doubt.
+		ok, err := l.be.lock(sctx, l.q, l.tx, l.dbKey, l.mode, bound{try: true})
+		if err == nil && ok {
+			s.add(l)
+			return true, nil
+		}
+		if err != nil {
+			return false, l.statementFailed(err)
+		}
+		// dlock's book is stale: the hold was dropped behind its back.
+	}
+
+	// The wait: the earlier of the Timeout and the ctx deadline.
+	var (
+		b        bound
+		deadline time.Time
+		fromCtx  bool
+	)
+	switch o.wait {
+	case waitNone:
+		b.try = true
+	case waitTimeout:
+		deadline = time.Now().Add(o.timeout)
+	}
+	if d, ok := ctx.Deadline(); ok && !b.try && (deadline.IsZero() || d.Before(deadline)) {
+		deadline, fromCtx = d, true
+	}
+	var cut time.Duration
+	if !deadline.IsZero() {
+		rem := time.Until(deadline)
+		if rem <= 0 {
+			if fromCtx {
+				return false, errors.Join(ErrNotAcquired, context.DeadlineExceeded)
+			}
+			b.try = true
+		} else {
+			var mustCut bool
+			b.wait, mustCut = l.be.serverWait(rem)
+			if mustCut {
+				cut = rem
+			}
+		}
+	}
+	if b.try {
+		ok, err := l.be.lock(sctx, l.q, l.tx, l.dbKey, l.mode, b)
+		if err != nil {
+			return false, l.lockFailed(ctx, err, cancelNone, false)
+		}
+		if ok {
+			s.add(l)
+		}
+		return ok, nil
+	}
+
+	b.cancellable = ctx.Done() != nil || cut > 0
+	if b.cancellable && s.id == 0 {
+		qctx, cancel := l.shortCtx(ctx)
+		id, err := l.be.sessionID(qctx, l.q)
+		cancel()
+		if err != nil {
+			return false, l.statementFailed(err)
+		}
+		s.id = id
+	}
+	stmtCtx, drop := context.WithCancel(sctx)
+	defer drop()
+	stmtDone := make(chan struct{})
+	watchDone := make(chan struct{})
+	var why atomic.Int32
+	if b.cancellable {
+		go l.watch(ctx, stmtDone, watchDone, drop, &why, cut, fromCtx)
+	} else {
+		close(watchDone)
+	}
+
+	ok, err := l.be.lock(stmtCtx, l.q, l.tx, l.dbKey, l.mode, b)
+	close(stmtDone)
+	<-watchDone // no cancel is in flight after this
+
+	if err == nil && ok {
+		s.add(l) // the grant wins over any cancel
+		return true, nil
+	}
+	reason := why.Load()
+	if reason == cancelDiscard {
+		s.discard(l.q)
+		return false, errors.Join(ErrNotAcquired, ErrLockLost, ctx.Err(),
+			errors.New("dlock: no control connection could cancel the wait; the session was discarded"))
+	}
+	if err == nil {
+		// The server's wait ran out (MySQL GET_LOCK returned 0).
+		return false, l.timedOut(ctx, fromCtx)
+	}
+	return false, l.lockFailed(ctx, err, reason, fromCtx)
+}
+
+// lockFailed settles a lock statement that returned an error. The caller
+// holds the session mutex.
+func (l *Lock) lockFailed(ctx context.Context, err error, reason int32, fromCtx bool) error {
+	switch l.be.classify(err) {
+	case failTimeout:
+		return l.timedOut(ctx, fromCtx)
+	case failDeadlock:
+		return errors.Join(ErrNotAcquired, ErrDeadlock, err)
+	case failLost:
+		l.sess.lose()
+		return errors.Join(ErrLockLost, err)
+	case failTxAborted, failOther:
+		if l.mode.xact || l.tx == txOpen {
+			return errors.Join(ErrNotAcquired, err)
+		}
+	}
+	// Interrupted, or an error after which a grant cannot be ruled out:
+	// make sure no hold was left behind.
+	if lerr := l.dropStrayHold(ctx); lerr != nil {
+		return errors.Join(ErrNotAcquired, lerr, err)
+	}
+	switch reason {
+	case cancelCtx:
+		return errors.Join(ErrNotAcquired, context.Cause(ctx))
+	case cancelCut:
+		return nil
+	}
+	return errors.Join(ErrNotAcquired, err)
+}
+
+// timedOut is the result of a wait the server ended: (false, nil) for a
+// Timeout, ErrNotAcquired and DeadlineExceeded for the ctx deadline.
+func (l *Lock) timedOut(ctx context.Context, fromCtx bool) error {
+	if fromCtx {
+		if err := ctx.Err(); err != nil {
+			return errors.Join(ErrNotAcquired, err)
+		}
+		return errors.Join(ErrNotAcquired, context.DeadlineExceeded)
+	}
+	return nil
+}
+
+// dropStrayHold releases a hold that an interrupted lock statement may
+// have taken. A transaction-level lock needs no check: the savepoint the
+// wait ran in was rolled back. The caller holds the session mutex; no
+// other dlock Lock on the session holds this key (else the statement
+// could not have waited), so one release undoes the stray grant.
+func (l *Lock) dropStrayHold(ctx context.Context) error {
+	if l.mode.xact {
+		return nil
+	}
+	qctx, cancel := l.shortCtx(ctx)
+	defer cancel()
+	held, err := l.be.held(qctx, l.q, l.dbKey, l.mode)
+	if err == nil && held {
+		var released bool
+		released, err = l.be.unlock(qctx, l.q, l.dbKey, l.mode)
+		if err == nil && !released {
+			err = errors.New("dlock: the stray hold could not be released")
+		}
+	}
+	if err != nil {
+		l.sess.discard(l.q)
+		return errors.Join(ErrLockLost, fmt.Errorf("dlock: could not make sure no hold was left; the session was discarded: %w", err))
+	}
+	return nil
+}
+
+// statementFailed maps the error of a short statement (no wait).
+func (l *Lock) statementFailed(err error) error {
+	if l.be.classify(err) == failLost {
+		l.sess.lose()
+		return errors.Join(ErrLockLost, err)
+	}
+	return errors.Join(ErrNotAcquired, err)
+}
+
+// watch cancels the running lock statement when ctx ends or the wanted
+// wait (cut) runs out, from a control connection. If the cancel cannot be
+// sent, or the statement does not return after it, it drops the
+// statement's context, and the driver closes the session.
+func (l *Lock) watch(ctx context.Context, stmtDone <-chan struct{}, watchDone chan<- struct{},
+	drop context.CancelFunc, why *atomic.Int32, cut time.Duration, fromCtx bool) {
+	defer close(watchDone)
+	var cutC <-chan time.Time
+	if cut > 0 {
+		t := time.NewTimer(cut)
+		defer t.Stop()
+		cutC = t.C
+	}
+	reason := cancelCtx
+	select {
+	case <-stmtDone:
+		return
+	case <-cutC:
+		reason = cancelCut
+	case <-ctx.Done():
+		if fromCtx && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// The server ends this wait itself at the same deadline.
+			t := time.NewTimer(deadlineGrace)
+			defer t.Stop()
+			select {
+			case <-stmtDone:
+				return
+			case <-t.C:
+			}
+		}
+	}
+	why.Store(reason)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), controlTimeout)
+	defer cancel()
+	if err := l.be.cancel(cctx, l.reg.pool, l.sess.id); err == nil {
+		select {
+		case <-stmtDone:
+			return
+		case <-cctx.Done():
+		}
+	}
+	why.Store(cancelDiscard)
+	drop()
+}
+
+// shortCtx bounds a short statement: ctx without its cancellation, and
+// the Plugin's ReleaseTimeout or ctx's deadline, whichever is later. When
+// the bound runs out the driver closes the session.
+func (l *Lock) shortCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := l.reg.cfg.ReleaseTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = max(d, time.Until(dl))
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}

@@ -1,0 +1,120 @@
+package dlock
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"reflect"
+	"time"
+)
+
+// querier is the part of *sql.Conn and *sql.Tx that dlock uses. Lock
+// statements go straight to it, never through GORM's callbacks.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// bound says how long one lock statement may wait.
+type bound struct {
+	try         bool          // one try, no waiting
+	wait        time.Duration // server-side limit; 0 with !try = wait forever
+	cancellable bool          // the statement may be cancelled from outside
+}
+
+// txState says what dlock knows about an open transaction on the session.
+type txState uint8
+
+const (
+	txUnknown txState = iota // a *sql.Conn: the user may have begun one
+	txOpen                   // a *sql.Tx: a transaction is open
+)
+
+// backend is the SQL of one database family. Each method runs its
+// statements on q with ctx as given: callers pass contexts that the caller
+// of dlock cannot cancel (see Lock.Acquire).
+type backend interface {
+	// dbKey maps a user key to what the server sees.
+	dbKey(key any, prefix string) (any, error)
+	// checkMode refuses the mode options the server cannot do.
+	checkMode(o options) error
+	// serverWait returns the wait to send to the server for a wanted wait
+	// d, and whether the client must cut the wait at d itself.
+	serverWait(d time.Duration) (time.Duration, bool)
+	// lock runs the lock statement. It returns (true, nil) on a grant,
+	// (false, nil) when the server said busy or timed out, and an error
+	// for anything else; classify tells what the error means.
+	lock(ctx context.Context, q querier, tx txState, k any, o options, b bound) (bool, error)
+	// unlock releases one hold; false means the server says it was not held.
+	unlock(ctx context.Context, q querier, k any, o options) (bool, error)
+	// held asks whether this session holds k in o's mode.
+	held(ctx context.Context, q querier, k any, o options) (bool, error)
+	// sessionID returns the server's id of the session q runs on.
+	sessionID(ctx context.Context, q querier) (int64, error)
+	// cancel cancels the statement that session id is running, from a
+	// control connection taken from pool.
+	cancel(ctx context.Context, pool *sql.DB, id int64) error
+	// classify says what an error from the other methods means.
+	classify(err error) failure
+}
+
+// failure is what a statement's error means for the session and the lock.
+type failure uint8
+
+const (
+	failOther       failure = iota // a server error with no lock meaning
+	failTimeout                    // the server's wait ran out: nothing held
+	failInterrupted                // the statement was cancelled or killed: a grant may have happened
+	failDeadlock                   // the server refused to wait: nothing held
+	failTxAborted                  // the transaction is aborted: nothing ran
+	failLost                       // the session is gone or in doubt
+)
+
+// errInterrupted is returned by a backend's lock when the server answered
+// without a verdict (MySQL's NULL from GET_LOCK): the wait was killed.
+var errInterrupted = errors.New("dlock: lock statement interrupted")
+
+// sqlState returns the SQLSTATE of a PostgreSQL error (pgx and lib/pq
+// errors have a SQLState method), or "".
+func sqlState(err error) string {
+	var s interface{ SQLState() string }
+	if errors.As(err, &s) {
+		return s.SQLState()
+	}
+	return ""
+}
+
+// mysqlErrNumber returns the server error number of a MySQL driver error.
+// dlock does not import a driver, so it looks for the exported uint16
+// field Number that go-sql-driver/mysql's *MySQLError has.
+func mysqlErrNumber(err error) (uint16, bool) {
+	for e := err; e != nil; {
+		v := reflect.ValueOf(e)
+		if v.Kind() == reflect.Pointer && !v.IsNil() {
+			v = v.Elem()
+		}
+		if v.Kind() == reflect.Struct {
+			if f := v.FieldByName("Number"); f.IsValid() && f.Kind() == reflect.Uint16 {
+				return uint16(f.Uint()), true
+			}
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			break
+		}
+		e = u.Unwrap()
+	}
+	return 0, false
+}
+
+// isConnError reports errors that say the connection itself failed.
+func isConnError(err error) bool {
+	var ne net.Error
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &ne)
+}

@@ -1,0 +1,2 @@
+// Package dlock gives GORM programs database session-level named locks.
+package dlock

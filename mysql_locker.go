@@ -1,0 +1,160 @@
+package dlock
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+)
+
+// mysqlForever is the GET_LOCK timeout sent for "wait until acquired or
+// the context ends": one year. A negative timeout means "forever" on MySQL
+// but makes MariaDB return NULL at once, so dlock never sends one.
+const mysqlForever = 365 * 24 * time.Hour
+
+// mysqlBackend locks with GET_LOCK on MySQL and MariaDB. Names travel as
+// hex literals with an introducer (see mysqlLiteral), so they need no
+// escaping and do not depend on sql_mode or the connection charset.
+//
+// The statements, for a name N (a literal like _utf8mb4 X'6b6579') and a
+// wait of S seconds:
+//
+//	acquire, MariaDB   SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(N, S)
+//	acquire, MySQL     SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(N, S)
+//	try once           SELECT GET_LOCK(N, 0)
+//	release            SELECT RELEASE_LOCK(N)
+//	held               SELECT IS_USED_LOCK(N) = CONNECTION_ID()
+//	session id         SELECT CONNECTION_ID()
+//	cancel (control)   KILL QUERY <session id>
+type mysqlBackend struct {
+	mariadb bool
+}
+
+func (*mysqlBackend) dbKey(key any, prefix string) (any, error) {
+	return mysqlName(key, prefix)
+}
+
+func (*mysqlBackend) checkMode(o options) error {
+	switch {
+	case o.shared:
+		return fmt.Errorf("%w: Shared: MySQL and MariaDB have no shared named locks", ErrUnsupported)
+	case o.xact:
+		return fmt.Errorf("%w: Xact: MySQL and MariaDB have no transaction-level named locks", ErrUnsupported)
+	}
+	return nil
+}
+
+// serverWait: MariaDB takes fractional seconds, so the server keeps the
+// wanted wait. MySQL takes whole seconds: dlock sends the next whole
+// second and cuts the wait at d from a control connection.
+func (b *mysqlBackend) serverWait(d time.Duration) (time.Duration, bool) {
+	if b.mariadb {
+		return d, false
+	}
+	s := time.Duration(math.Ceil(d.Seconds())) * time.Second
+	return s, s != d
+}
+
+// mysqlSeconds formats a wait for GET_LOCK: whole seconds for MySQL,
+// milliseconds precision for MariaDB, never zero for a real wait.
+func (b *mysqlBackend) mysqlSeconds(bd bound) string {
+	switch {
+	case bd.try:
+		return "0"
+	case bd.wait <= 0 || bd.wait > mysqlForever:
+		return strconv.FormatInt(int64(mysqlForever/time.Second), 10)
+	case b.mariadb:
+		ms := max(bd.wait.Milliseconds(), 1)
+		return strconv.FormatFloat(float64(ms)/1000, 'f', -1, 64)
+	default:
+		return strconv.FormatInt(int64(math.Ceil(bd.wait.Seconds())), 10)
+	}
+}
+
+// lockSQL returns the acquire statement for name and bound.
+func (b *mysqlBackend) lockSQL(name string, bd bound) string {
+	call := "GET_LOCK(" + mysqlLiteral(name) + ", " + b.mysqlSeconds(bd) + ")"
+	switch {
+	case bd.try:
+		return "SELECT " + call
+	case b.mariadb:
+		// An inherited max_statement_time would end the wait early.
+		return "SET STATEMENT max_statement_time=0 FOR SELECT " + call
+	default:
+		// Likewise max_execution_time on MySQL.
+		return "SELECT /*+ MAX_EXECUTION_TIME(0) */ " + call
+	}
+}
+
+func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ options, bd bound) (bool, error) {
+	var r sql.NullInt64
+	if err := q.QueryRowContext(ctx, b.lockSQL(k.(string), bd)).Scan(&r); err != nil {
+		return false, err
+	}
+	if !r.Valid {
+		return false, errInterrupted
+	}
+	return r.Int64 == 1, nil
+}
+
+func (*mysqlBackend) unlock(ctx context.Context, q querier, k any, _ options) (bool, error) {
+	var r sql.NullInt64
+	err := q.QueryRowContext(ctx, "SELECT RELEASE_LOCK("+mysqlLiteral(k.(string))+")").Scan(&r)
+	return r.Valid && r.Int64 == 1, err
+}
+
+func (*mysqlBackend) held(ctx context.Context, q querier, k any, _ options) (bool, error) {
+	var r sql.NullInt64
+	err := q.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+mysqlLiteral(k.(string))+") = CONNECTION_ID()").Scan(&r)
+	return r.Valid && r.Int64 == 1, err
+}
+
+func (*mysqlBackend) sessionID(ctx context.Context, q querier) (int64, error) {
+	var id int64
+	err := q.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id)
+	return id, err
+}
+
+// cancel kills the running statement of session id. A KILL QUERY that
+// reaches the session when it is idle is dropped by the server, so a
+// cancel that loses the race with the grant does no harm.
+func (*mysqlBackend) cancel(ctx context.Context, pool *sql.DB, id int64) error {
+	_, err := pool.ExecContext(ctx, "KILL QUERY "+strconv.FormatInt(id, 10))
+	return err
+}
+
+// MySQL and MariaDB error numbers dlock gives a meaning to.
+const (
+	erLockDeadlock         = 1213 // MariaDB: deadlock found when trying to get lock
+	erQueryInterrupted     = 1317 // query execution was interrupted
+	erUserLockDeadlock     = 3058 // MySQL: deadlock found when trying to get user-level lock
+	erStatementTimeout     = 1969 // MariaDB: max_statement_time exceeded
+	erQueryTimeout         = 3024 // MySQL: max_execution_time exceeded
+	erServerShutdown       = 1053 // server shutdown in progress
+	erConnectionKilled     = 1927 // MariaDB: connection was killed
+	erClientInteractionTmo = 4031 // MySQL: disconnected by the server for inactivity
+)
+
+func (*mysqlBackend) classify(err error) failure {
+	if errors.Is(err, errInterrupted) {
+		return failInterrupted
+	}
+	n, ok := mysqlErrNumber(err)
+	if !ok {
+		// Not a reply from the server: the driver lost the connection
+		// ("invalid connection", driver.ErrBadConn, a network error).
+		return failLost
+	}
+	switch n {
+	case erLockDeadlock, erUserLockDeadlock:
+		return failDeadlock
+	case erQueryInterrupted, erStatementTimeout, erQueryTimeout:
+		return failInterrupted
+	case erServerShutdown, erConnectionKilled, erClientInteractionTmo:
+		return failLost
+	}
+	return failOther
+}

@@ -1,0 +1,224 @@
+package dlock
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// pgBackend locks with the pg_advisory_lock family on PostgreSQL. The key
+// is always bound as the $1 parameter.
+//
+// The statements, for the exclusive session-level form (the shared form
+// adds _shared, the transaction-level form _xact):
+//
+//	acquire            SELECT pg_advisory_lock($1)
+//	acquire, timeout   SELECT pg_advisory_lock($1) FROM set_config('lock_timeout', $2, true)
+//	try once           SELECT pg_try_advisory_lock($1)
+//	release            SELECT pg_advisory_unlock($1)
+//	held               SELECT EXISTS (SELECT 1 FROM pg_locks WHERE ... pid = pg_backend_pid())
+//	session id         SELECT pg_backend_pid()
+//	cancel (control)   SELECT pg_cancel_backend($1)
+//
+// set_config(..., true) outside a transaction block lasts for the one
+// statement, so the session's lock_timeout is never changed. Inside an
+// open transaction a wait that can time out or be cancelled runs inside
+// SAVEPOINT dlock_wait, so that its failure does not abort the user's
+// transaction, and lock_timeout is put back before the savepoint is left.
+type pgBackend struct{}
+
+func (pgBackend) dbKey(key any, prefix string) (any, error) {
+	return pgKey(key, prefix)
+}
+
+func (pgBackend) checkMode(options) error { return nil }
+
+// serverWait: lock_timeout has millisecond resolution.
+func (pgBackend) serverWait(d time.Duration) (time.Duration, bool) {
+	return max(d.Truncate(time.Millisecond), time.Millisecond), false
+}
+
+// pgFunc returns the name of the advisory-lock function for o.
+func pgFunc(verb string, o options) string {
+	var b strings.Builder
+	b.WriteString("pg_")
+	b.WriteString(verb)
+	if o.xact {
+		b.WriteString("_xact")
+	}
+	if o.shared {
+		b.WriteString("_shared")
+	}
+	return b.String()
+}
+
+const (
+	pgSavepoint = "SAVEPOINT dlock_wait"
+	pgRelease   = "RELEASE SAVEPOINT dlock_wait"
+	pgRollback  = "ROLLBACK TO SAVEPOINT dlock_wait; RELEASE SAVEPOINT dlock_wait"
+)
+
+func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o options, b bound) (bool, error) {
+	key := k.(int64)
+	if b.try {
+		var ok bool
+		err := q.QueryRowContext(ctx, "SELECT "+pgFunc("try_advisory", o)+"_lock($1)", key).Scan(&ok)
+		return ok, err
+	}
+	fn := pgFunc("advisory", o) + "_lock($1)"
+	timeout := strconv.FormatInt(b.wait.Milliseconds(), 10)
+	if b.wait <= 0 && !b.cancellable {
+		// Nothing can end this wait but the grant or the session.
+		_, err := q.ExecContext(ctx, "SELECT "+fn, key)
+		return err == nil, err
+	}
+	inTx, err := pgInTransaction(ctx, q, tx)
+	if err != nil {
+		return false, err
+	}
+	if !inTx {
+		if b.wait <= 0 {
+			_, err = q.ExecContext(ctx, "SELECT "+fn, key)
+		} else {
+			_, err = q.ExecContext(ctx, "SELECT "+fn+" FROM set_config('lock_timeout', $2, true)", key, timeout)
+		}
+		return err == nil, err
+	}
+	// Inside a transaction, within SAVEPOINT dlock_wait (made by
+	// pgInTransaction).
+	switch {
+	case b.wait <= 0:
+		_, err = q.ExecContext(ctx, "SELECT "+fn, key)
+	case !o.xact:
+		// A session lock survives ROLLBACK TO SAVEPOINT, which also
+		// puts lock_timeout back.
+		_, err = q.ExecContext(ctx, "SELECT "+fn+" FROM set_config('lock_timeout', $2, true)", key, timeout)
+		if err == nil {
+			_, err = q.ExecContext(ctx, pgRollback)
+			return err == nil, err
+		}
+	default:
+		// A transaction lock would not survive a rollback: read the old
+		// lock_timeout in the same statement and put it back after.
+		var (
+			void bool
+			old  string
+		)
+		err = q.QueryRowContext(ctx, "SELECT "+fn+" IS NULL, s.old FROM (SELECT current_setting('lock_timeout') AS old, "+
+			"set_config('lock_timeout', $2, true) OFFSET 0) s", key, timeout).Scan(&void, &old)
+		if err == nil {
+			_, err = q.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, true)", old)
+		}
+	}
+	if err != nil {
+		if _, rerr := q.ExecContext(ctx, pgRollback); rerr != nil {
+			return false, errors.Join(err, rerr)
+		}
+		return false, err
+	}
+	_, err = q.ExecContext(ctx, pgRelease)
+	return err == nil, err
+}
+
+// pgInTransaction reports whether a transaction is open on the session,
+// and when one is, leaves SAVEPOINT dlock_wait made. With pgx it reads the
+// driver's transaction status; with other drivers it tries the SAVEPOINT,
+// which fails with 25P01 outside a transaction block.
+func pgInTransaction(ctx context.Context, q querier, tx txState) (bool, error) {
+	if tx == txUnknown {
+		if c, ok := q.(*sql.Conn); ok {
+			if st, known := pgxTxStatus(c); known && st == 'I' {
+				return false, nil
+			}
+		}
+	}
+	_, err := q.ExecContext(ctx, pgSavepoint)
+	if sqlState(err) == "25P01" {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// pgxTxStatus asks pgx's stdlib connection for the protocol's transaction
+// status ('I' idle, 'T' in a transaction, 'E' failed) without importing
+// pgx: (*stdlib.Conn).Conn().PgConn().TxStatus().
+func pgxTxStatus(c *sql.Conn) (status byte, known bool) {
+	_ = c.Raw(func(dc any) error {
+		v := reflect.ValueOf(dc)
+		for _, name := range []string{"Conn", "PgConn", "TxStatus"} {
+			m := v.MethodByName(name)
+			if !m.IsValid() || m.Type().NumIn() != 0 || m.Type().NumOut() != 1 {
+				return nil
+			}
+			v = m.Call(nil)[0]
+		}
+		if v.Kind() == reflect.Uint8 {
+			status, known = byte(v.Uint()), true
+		}
+		return nil
+	})
+	return status, known
+}
+
+func (pgBackend) unlock(ctx context.Context, q querier, k any, o options) (bool, error) {
+	var ok bool
+	err := q.QueryRowContext(ctx, "SELECT "+pgFunc("advisory", o)+"_unlock($1)", k.(int64)).Scan(&ok)
+	return ok, err
+}
+
+// pgHeldSQL finds this session's granted advisory lock on a bigint key:
+// PostgreSQL shows it as classid = high 32 bits, objid = low 32 bits,
+// objsubid = 1.
+const pgHeldSQL = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'" +
+	" AND pid = pg_backend_pid() AND granted AND classid = $1 AND objid = $2 AND objsubid = 1 AND mode = $3)"
+
+func (pgBackend) held(ctx context.Context, q querier, k any, o options) (bool, error) {
+	key := uint64(k.(int64))
+	mode := "ExclusiveLock"
+	if o.shared {
+		mode = "ShareLock"
+	}
+	var ok bool
+	err := q.QueryRowContext(ctx, pgHeldSQL, int64(key>>32), int64(key&0xffffffff), mode).Scan(&ok)
+	return ok, err
+}
+
+func (pgBackend) sessionID(ctx context.Context, q querier) (int64, error) {
+	var id int64
+	err := q.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&id)
+	return id, err
+}
+
+// cancel cancels the running statement of backend id. A cancel that
+// reaches an idle backend is ignored by the server.
+func (pgBackend) cancel(ctx context.Context, pool *sql.DB, id int64) error {
+	var ok bool
+	return pool.QueryRowContext(ctx, "SELECT pg_cancel_backend($1)", id).Scan(&ok)
+}
+
+func (pgBackend) classify(err error) failure {
+	st := sqlState(err)
+	switch {
+	case st == "55P03":
+		return failTimeout
+	case st == "57014":
+		return failInterrupted
+	case st == "40P01":
+		return failDeadlock
+	case st == "25P02":
+		return failTxAborted
+	case st == "57P01", st == "57P02", st == "57P03", st == "57P05", strings.HasPrefix(st, "08"):
+		return failLost
+	case st == "" && errors.Is(err, sql.ErrTxDone):
+		return failOther
+	case st == "":
+		// Not a reply from the server: the connection failed or was
+		// closed by the driver.
+		return failLost
+	}
+	return failOther
+}

@@ -1,0 +1,138 @@
+package dlock
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// pluginName is the key of the Plugin in gorm.Config.Plugins.
+const pluginName = "gorm:dlock"
+
+// defaultReleaseTimeout bounds release statements when
+// Plugin.ReleaseTimeout is zero.
+const defaultReleaseTimeout = 5 * time.Second
+
+// Plugin registers dlock with a *gorm.DB:
+//
+//	err := db.Use(dlock.Plugin{})
+//
+// Initialize picks the backend from the dialect ("mysql" for MySQL and
+// MariaDB, "postgres" for PostgreSQL), asks the server for its version
+// once, and refuses what it cannot lock correctly with an error wrapping
+// [ErrUnsupportedDialect]: sqlite, sqlserver, and CockroachDB, whose
+// advisory locks do not exclude anyone. Both dlock.Plugin{} and
+// &dlock.Plugin{} may be registered.
+type Plugin struct {
+	// KeyPrefix is prepended to string and []byte keys, never to integer
+	// keys, so that several applications can share one database without
+	// their lock names meeting. Default: no prefix.
+	KeyPrefix string
+	// ReleaseTimeout bounds each release statement (and the other short
+	// statements dlock sends). A caller's context deadline may lengthen the
+	// bound, never shorten it. When it runs out the session is discarded,
+	// which ends every lock on it. Default (zero): 5 seconds.
+	ReleaseTimeout time.Duration
+}
+
+// Name returns "gorm:dlock".
+func (Plugin) Name() string { return pluginName }
+
+// Initialize is called by db.Use. It sends one query (the server version)
+// with db's context, and leaves db unchanged when it fails.
+func (p Plugin) Initialize(db *gorm.DB) error {
+	if p.ReleaseTimeout < 0 {
+		return fmt.Errorf("%w: Plugin.ReleaseTimeout is negative", ErrInvalidOption)
+	}
+	name := db.Dialector.Name()
+	if name != "mysql" && name != "postgres" {
+		return fmt.Errorf("%w: %q", ErrUnsupportedDialect, name)
+	}
+	pool, err := poolOf(db.Config)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	if db.Statement != nil && db.Statement.Context != nil {
+		ctx = db.Statement.Context
+	}
+	var version string
+	if err := pool.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+		return fmt.Errorf("dlock: asking the server version: %w", err)
+	}
+	var be backend
+	switch name {
+	case "mysql":
+		be = &mysqlBackend{mariadb: strings.Contains(version, "MariaDB")}
+	case "postgres":
+		if strings.Contains(version, "CockroachDB") {
+			return fmt.Errorf("%w: CockroachDB advisory locks do not exclude (%s)", ErrUnsupportedDialect, version)
+		}
+		be = pgBackend{}
+	}
+	servers.store(pool, &server{backend: be, version: version})
+	return nil
+}
+
+// server is what Initialize learned about the database behind one pool.
+type server struct {
+	backend backend
+	version string
+}
+
+// servers maps a *sql.DB to what Initialize learned about its server.
+var servers weakMap[sql.DB, *server]
+
+// poolOf returns the *sql.DB behind a GORM config: the pool itself, or
+// the one a prepared-statement pool wraps.
+func poolOf(cfg *gorm.Config) (*sql.DB, error) {
+	switch p := cfg.ConnPool.(type) {
+	case *sql.DB:
+		return p, nil
+	case gorm.GetDBConnector:
+		if db, err := p.GetDBConn(); err != nil || db != nil {
+			return db, err
+		}
+	}
+	return nil, fmt.Errorf("%w: connection pool %T is not a *sql.DB", ErrUnsupportedDialect, cfg.ConnPool)
+}
+
+// registration is what New needs from the registered Plugin.
+type registration struct {
+	cfg    Plugin
+	server *server
+	pool   *sql.DB
+}
+
+// registered finds the Plugin registered on db and the server it detected.
+func registered(db *gorm.DB) (registration, error) {
+	var r registration
+	if db == nil || db.Config == nil {
+		return r, fmt.Errorf("%w: nil *gorm.DB", ErrNotRegistered)
+	}
+	switch p := db.Config.Plugins[pluginName].(type) {
+	case Plugin:
+		r.cfg = p
+	case *Plugin:
+		r.cfg = *p
+	default:
+		return r, ErrNotRegistered
+	}
+	pool, err := poolOf(db.Config)
+	if err != nil {
+		return r, err
+	}
+	s, ok := servers.load(pool)
+	if !ok {
+		return r, fmt.Errorf("%w: the connection pool changed after db.Use", ErrNotRegistered)
+	}
+	r.server, r.pool = s, pool
+	if r.cfg.ReleaseTimeout == 0 {
+		r.cfg.ReleaseTimeout = defaultReleaseTimeout
+	}
+	return r, nil
+}

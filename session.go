@@ -1,0 +1,117 @@
+package dlock
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"sync/atomic"
+	"weak"
+
+	"gorm.io/gorm"
+)
+
+// session is dlock's state for one database session: a pinned *sql.Conn,
+// or a *sql.Tx for transaction-level locks. Every Lock on the session
+// shares it. Its mutex (sem) serializes dlock's statement sequences on the
+// session, so that the check after an interrupted acquire can never take
+// a hold that belongs to another Lock on the same key.
+//
+// A session holds no reference to its *sql.Conn or *sql.Tx, so that the
+// weak registries below can forget it once the session is gone.
+type session struct {
+	sem    chan struct{} // the per-session mutex; ctx-aware
+	nextID atomic.Uint64
+
+	// Guarded by sem.
+	id     int64 // server session id, 0 until probed
+	dead   bool  // discarded or found gone: every hold is lost
+	holds  map[uint64]hold
+	counts map[holdKey]int
+}
+
+// holdKey names one lock in one mode on a session; holds of the same key
+// stack on both servers.
+type holdKey struct {
+	dbKey  any
+	shared bool
+}
+
+// hold is one Lock's hold, as the session book keeps it.
+type hold struct {
+	holdKey
+	key  any
+	lock weak.Pointer[Lock]
+	seq  uint64 // the Lock's creation sequence on this session
+}
+
+func newSession() *session {
+	return &session{
+		sem:    make(chan struct{}, 1),
+		holds:  make(map[uint64]hold),
+		counts: make(map[holdKey]int),
+	}
+}
+
+// acquire takes the session mutex, or returns ctx.Err() if ctx ends first.
+func (s *session) acquire(ctx context.Context) error {
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *session) release() { <-s.sem }
+
+// add records l's hold. The caller holds the session mutex.
+func (s *session) add(l *Lock) {
+	k := holdKey{l.dbKey, l.mode.shared}
+	s.holds[l.seq] = hold{holdKey: k, key: l.key, lock: weak.Make(l), seq: l.seq}
+	s.counts[k]++
+}
+
+// remove forgets l's hold, if it is recorded. The caller holds the mutex.
+func (s *session) remove(l *Lock) bool {
+	h, ok := s.holds[l.seq]
+	if !ok {
+		return false
+	}
+	delete(s.holds, l.seq)
+	if s.counts[h.holdKey]--; s.counts[h.holdKey] <= 0 {
+		delete(s.counts, h.holdKey)
+	}
+	return true
+}
+
+// lose marks the session gone: every hold on it is lost. The caller holds
+// the mutex.
+func (s *session) lose() {
+	s.dead = true
+	clear(s.holds)
+	clear(s.counts)
+}
+
+// discard marks the session gone and makes database/sql close the
+// connection instead of returning it to the pool, so that a lock dlock
+// could not release cannot ride back into the pool. It does not wait:
+// database/sql closes the connection once any open transaction or
+// running statement on it is done. The caller holds the mutex.
+func (s *session) discard(q querier) {
+	s.lose()
+	if c, ok := q.(*sql.Conn); ok {
+		go func() { _ = c.Raw(func(any) error { return driver.ErrBadConn }) }()
+	}
+}
+
+// Registries of session state, by the database/sql handle of the session.
+var (
+	connSessions     weakMap[sql.Conn, *session]
+	txSessions       weakMap[sql.Tx, *session]
+	preparedSessions weakMap[gorm.PreparedStmtTX, *session]
+)

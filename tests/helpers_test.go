@@ -1,0 +1,104 @@
+package tests
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+
+	"github.com/gormdlock/dlock"
+	"gorm.io/gorm"
+)
+
+// openLocked opens a fresh pool with the dlock plugin registered.
+func (b *testDB) openLocked(t testing.TB, p dlock.Plugin) *gorm.DB {
+	t.Helper()
+	db := b.Open(t)
+	if err := db.Use(p); err != nil {
+		t.Fatalf("db.Use(dlock.Plugin{}): %v", err)
+	}
+	return db
+}
+
+// pin pins one session of db for the rest of the test, as db.Connection
+// does, and returns its tx and *sql.Conn.
+func pin(t testing.TB, db *gorm.DB) (*gorm.DB, *sql.Conn) {
+	t.Helper()
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatalf("db.DB(): %v", err)
+	}
+	conn, err := sqlDB.Conn(context.Background())
+	if err != nil {
+		t.Fatalf("sqlDB.Conn: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	tx := db.WithContext(context.Background())
+	tx.Statement.ConnPool = conn
+	return tx, conn
+}
+
+// newLock pins a fresh session and makes a Lock on it.
+func newLock(t testing.TB, db *gorm.DB, key any, opts ...dlock.Option) *dlock.Lock {
+	t.Helper()
+	tx, _ := pin(t, db)
+	l, err := dlock.New(tx, key, opts...)
+	if err != nil {
+		t.Fatalf("New(%v): %v", key, err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	return l
+}
+
+// mustAcquire acquires l or fails the test.
+func mustAcquire(t testing.TB, l *dlock.Lock, opts ...dlock.Option) {
+	t.Helper()
+	ok, err := l.Acquire(context.Background(), opts...)
+	if !ok || err != nil {
+		t.Fatalf("Acquire(%v) = %v, %v; want true, nil", l.Key(), ok, err)
+	}
+}
+
+// heldOutside reports, from an independent session, whether l's lock is
+// held by anyone, and by which session ids.
+func (b *testDB) heldOutside(t testing.TB, l *dlock.Lock) (bool, []int64) {
+	t.Helper()
+	switch k := l.DBKey().(type) {
+	case string:
+		held, id := b.HeldByMySQL(t, k)
+		if !held {
+			return false, nil
+		}
+		return true, []int64{id}
+	case int64:
+		return b.HeldByPg(t, k)
+	}
+	t.Fatalf("DBKey() = %T", l.DBKey())
+	return false, nil
+}
+
+// sessionOf returns the server session id of l's session.
+func (b *testDB) sessionOf(t testing.TB, l *dlock.Lock) int64 {
+	t.Helper()
+	conn, ok := l.DB().Statement.ConnPool.(*sql.Conn)
+	if !ok {
+		t.Fatalf("Lock not on a *sql.Conn")
+	}
+	return b.SessionID(t, conn)
+}
+
+// wantHeldBy fails unless l's lock is held by exactly the session id.
+func (b *testDB) wantHeldBy(t testing.TB, l *dlock.Lock, id int64) {
+	t.Helper()
+	held, ids := b.heldOutside(t, l)
+	if !held || len(ids) != 1 || ids[0] != id {
+		t.Fatalf("lock %v held by %v (held=%v), want session %d", l.Key(), ids, held, id)
+	}
+}
+
+// wantFree fails unless nobody holds l's lock.
+func (b *testDB) wantFree(t testing.TB, l *dlock.Lock) {
+	t.Helper()
+	if held, ids := b.heldOutside(t, l); held {
+		t.Fatalf("lock %v held by %v, want free", l.Key(), ids)
+	}
+}
