@@ -80,10 +80,10 @@ func (l *Lock) Acquire(ctx context.Context, opts ...Option) (bool, error) {
 
 // Reasons a watcher cancelled the lock statement.
 const (
-	cancelNone int32 = iota
-	cancelCtx        // ctx ended
-	cancelCut        // the wanted wait ran out (MySQL whole seconds)
-	cancelDiscard    // no control connection answered: session dropped
+	cancelNone    int32 = iota
+	cancelCtx           // ctx ended
+	cancelCut           // the wanted wait ran out (MySQL whole seconds)
+	cancelDiscard       // no control connection answered: session dropped
 )
 
 // acquire runs the lock statement under the session mutex, with the wait

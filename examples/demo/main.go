@@ -111,7 +111,11 @@ func run(ctx context.Context, t target) error {
 	pingCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if err := sqlDB.PingContext(pingCtx); err != nil {
-		fmt.Printf("[%s] skipped: no server (set %s): %v\n", t.name, t.env, err)
+		where := t.def + " (set " + t.env + " to use another)"
+		if os.Getenv(t.env) != "" {
+			where = "$" + t.env // may hold a password: not printed
+		}
+		fmt.Printf("[%s] skipped: no server at %s: %v\n", t.name, where, err)
 		return nil
 	}
 
