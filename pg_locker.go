@@ -42,17 +42,23 @@ func (pgBackend) serverWait(d time.Duration) (time.Duration, bool) {
 	return max(d.Truncate(time.Millisecond), time.Millisecond), false
 }
 
-// pgFunc returns the name of the advisory-lock function for o.
-func pgFunc(verb string, o options) string {
+// pgFunc returns the advisory-lock function call for o, for example
+// pg_try_advisory_xact_lock_shared($1): pg_ + prefix + advisory + [_xact]
+// + _ + action + [_shared].
+func pgFunc(prefix, action string, o options) string {
 	var b strings.Builder
 	b.WriteString("pg_")
-	b.WriteString(verb)
+	b.WriteString(prefix)
+	b.WriteString("advisory")
 	if o.xact {
 		b.WriteString("_xact")
 	}
+	b.WriteString("_")
+	b.WriteString(action)
 	if o.shared {
 		b.WriteString("_shared")
 	}
+	b.WriteString("($1)")
 	return b.String()
 }
 
@@ -66,10 +72,10 @@ func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o optio
 	key := k.(int64)
 	if b.try {
 		var ok bool
-		err := q.QueryRowContext(ctx, "SELECT "+pgFunc("try_advisory", o)+"_lock($1)", key).Scan(&ok)
+		err := q.QueryRowContext(ctx, "SELECT "+pgFunc("try_", "lock", o), key).Scan(&ok)
 		return ok, err
 	}
-	fn := pgFunc("advisory", o) + "_lock($1)"
+	fn := pgFunc("", "lock", o)
 	timeout := strconv.FormatInt(b.wait.Milliseconds(), 10)
 	if b.wait <= 0 && !b.cancellable {
 		// Nothing can end this wait but the grant or the session.
@@ -166,7 +172,7 @@ func pgxTxStatus(c *sql.Conn) (status byte, known bool) {
 
 func (pgBackend) unlock(ctx context.Context, q querier, k any, o options) (bool, error) {
 	var ok bool
-	err := q.QueryRowContext(ctx, "SELECT "+pgFunc("advisory", o)+"_unlock($1)", k.(int64)).Scan(&ok)
+	err := q.QueryRowContext(ctx, "SELECT "+pgFunc("", "unlock", o), k.(int64)).Scan(&ok)
 	return ok, err
 }
 
