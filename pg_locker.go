@@ -16,7 +16,7 @@ import (
 // The statements, for the exclusive session-level form (the shared form
 // adds _shared, the transaction-level form _xact):
 //
-//	acquire            SELECT pg_advisory_lock($1)
+//	acquire            SELECT pg_advisory_lock($1) FROM set_config('lock_timeout', '0', true)
 //	acquire, timeout   SELECT pg_advisory_lock($1) FROM set_config('lock_timeout', $2, true)
 //	try once           SELECT pg_try_advisory_lock($1)
 //	release            SELECT pg_advisory_unlock($1)
@@ -78,8 +78,17 @@ func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o optio
 	fn := pgFunc("", "lock", o)
 	timeout := strconv.FormatInt(b.wait.Milliseconds(), 10)
 	if b.wait <= 0 && !b.cancellable {
-		// Nothing can end this wait but the grant or the session.
-		_, err := q.ExecContext(ctx, "SELECT "+fn, key)
+		// Nothing can end this wait but the grant or the session. Outside
+		// a transaction, lock_timeout 0 keeps a session lock_timeout from
+		// ending it; where dlock cannot tell cheaply, the session's
+		// lock_timeout applies.
+		query := "SELECT " + fn
+		if c, ok := q.(*sql.Conn); ok && tx == txUnknown {
+			if st, known := pgxTxStatus(c); known && st == 'I' {
+				query += " FROM set_config('lock_timeout', '0', true)"
+			}
+		}
+		_, err := q.ExecContext(ctx, query, key)
 		return err == nil, err
 	}
 	inTx, err := pgInTransaction(ctx, q, tx)
@@ -88,7 +97,7 @@ func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o optio
 	}
 	if !inTx {
 		if b.wait <= 0 {
-			_, err = q.ExecContext(ctx, "SELECT "+fn, key)
+			_, err = q.ExecContext(ctx, "SELECT "+fn+" FROM set_config('lock_timeout', '0', true)", key)
 		} else {
 			_, err = q.ExecContext(ctx, "SELECT "+fn+" FROM set_config('lock_timeout', $2, true)", key, timeout)
 		}
