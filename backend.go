@@ -3,10 +3,7 @@ package dlock
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
-	"io"
-	"net"
 	"reflect"
 	"time"
 )
@@ -108,13 +105,4 @@ func mysqlErrNumber(err error) (uint16, bool) {
 		e = u.Unwrap()
 	}
 	return 0, false
-}
-
-// isConnError reports errors that say the connection itself failed.
-func isConnError(err error) bool {
-	var ne net.Error
-	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.As(err, &ne)
 }

@@ -133,10 +133,9 @@ func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, s *session,
 		return err
 	}
 	var seqs []uint64
-	for seq, h := range s.holds {
+	for seq := range s.holds {
 		if seq > since {
 			seqs = append(seqs, seq)
-			_ = h
 		}
 	}
 	slices.Sort(seqs)

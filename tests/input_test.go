@@ -203,9 +203,15 @@ func TestDeadlock(t *testing.T) {
 			err error
 		}
 		ra, rb := make(chan result, 1), make(chan result, 1)
-		go func() { ok, err := a2.Acquire(context.Background(), dlock.Timeout(10*time.Second)); ra <- result{ok, err} }()
+		go func() {
+			ok, err := a2.Acquire(context.Background(), dlock.Timeout(10*time.Second))
+			ra <- result{ok, err}
+		}()
 		waitUntilWaiting(t, b, a2)
-		go func() { ok, err := b1.Acquire(context.Background(), dlock.Timeout(10*time.Second)); rb <- result{ok, err} }()
+		go func() {
+			ok, err := b1.Acquire(context.Background(), dlock.Timeout(10*time.Second))
+			rb <- result{ok, err}
+		}()
 		// Whichever loses must fail with ErrDeadlock; the other then waits
 		// until the loser's session releases its first lock.
 		var loser result

@@ -1,0 +1,164 @@
+package dlock
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/logger"
+	"gorm.io/gorm/schema"
+)
+
+// versionDriver is a database/sql driver whose only query answer is the
+// server version in its DSN. It lets Plugin.Initialize be tested for
+// dialects and servers this machine does not run; nothing here locks.
+type versionDriver struct{}
+
+func (versionDriver) Open(dsn string) (driver.Conn, error) { return versionConn(dsn), nil }
+
+type versionConn string
+
+func (c versionConn) Prepare(string) (driver.Stmt, error) { return versionStmt(c), nil }
+func (versionConn) Close() error                          { return nil }
+func (versionConn) Begin() (driver.Tx, error)             { return nil, errors.New("no transactions") }
+
+type versionStmt string
+
+func (versionStmt) Close() error                               { return nil }
+func (versionStmt) NumInput() int                              { return 0 }
+func (versionStmt) Exec([]driver.Value) (driver.Result, error) { return nil, errors.New("no exec") }
+func (s versionStmt) Query([]driver.Value) (driver.Rows, error) {
+	return &versionRows{v: string(s)}, nil
+}
+
+type versionRows struct {
+	v    string
+	done bool
+}
+
+func (*versionRows) Columns() []string { return []string{"version"} }
+func (*versionRows) Close() error      { return nil }
+func (r *versionRows) Next(dest []driver.Value) error {
+	if r.done {
+		return io.EOF
+	}
+	r.done, dest[0] = true, r.v
+	return nil
+}
+
+func init() { sql.Register("dlock-version", versionDriver{}) }
+
+// fakeDialector is a GORM dialector with a chosen name over versionDriver.
+type fakeDialector struct{ name, version string }
+
+func (d fakeDialector) Name() string { return d.name }
+func (d fakeDialector) Initialize(db *gorm.DB) error {
+	pool, err := sql.Open("dlock-version", d.version)
+	db.ConnPool = pool
+	return err
+}
+func (fakeDialector) Migrator(*gorm.DB) gorm.Migrator                { return nil }
+func (fakeDialector) DataTypeOf(*schema.Field) string                { return "" }
+func (fakeDialector) DefaultValueOf(*schema.Field) clause.Expression { return nil }
+func (fakeDialector) BindVarTo(clause.Writer, *gorm.Statement, any)  {}
+func (fakeDialector) QuoteTo(w clause.Writer, s string)              { _, _ = w.WriteString(s) }
+func (fakeDialector) Explain(sql string, _ ...any) string            { return sql }
+
+func openFake(t *testing.T, name, version string) *gorm.DB {
+	t.Helper()
+	db, err := gorm.Open(fakeDialector{name, version}, &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatalf("gorm.Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if s, err := db.DB(); err == nil {
+			_ = s.Close()
+		}
+	})
+	return db
+}
+
+func TestPluginRefusesUnsupported(t *testing.T) {
+	for _, tt := range []struct{ dialect, version string }{
+		{"sqlite", "3.45.0"},
+		{"sqlserver", "Microsoft SQL Server 2022"},
+		{"postgres", "CockroachDB CCL v23.2.0 (x86_64-pc-linux-gnu)"},
+	} {
+		db := openFake(t, tt.dialect, tt.version)
+		err := db.Use(Plugin{})
+		if !errors.Is(err, ErrUnsupportedDialect) {
+			t.Errorf("Use(Plugin{}) on %s %q = %v, want ErrUnsupportedDialect", tt.dialect, tt.version, err)
+		}
+		if _, ok := db.Plugins[pluginName]; ok {
+			t.Errorf("%s: plugin registered after a refusal", tt.dialect)
+		}
+	}
+}
+
+func TestPluginDetectsFlavour(t *testing.T) {
+	for _, tt := range []struct {
+		dialect, version string
+		mariadb          bool
+	}{
+		{"mysql", "8.4.3", false},
+		{"mysql", "10.11.19-MariaDB-0+deb12u1", true},
+	} {
+		db := openFake(t, tt.dialect, tt.version)
+		if err := db.Use(&Plugin{KeyPrefix: "app:"}); err != nil {
+			t.Fatalf("Use(&Plugin{}) = %v", err)
+		}
+		r, err := registered(db)
+		if err != nil {
+			t.Fatalf("registered() = %v", err)
+		}
+		be, ok := r.server.backend.(*mysqlBackend)
+		if !ok || be.mariadb != tt.mariadb {
+			t.Errorf("%q: backend %#v, want mariadb=%v", tt.version, r.server.backend, tt.mariadb)
+		}
+		if r.cfg.KeyPrefix != "app:" || r.cfg.ReleaseTimeout != defaultReleaseTimeout {
+			t.Errorf("registration config = %+v", r.cfg)
+		}
+		if _, err := New(db, "k"); !errors.Is(err, ErrNotPinned) {
+			t.Errorf("New(pool) = %v, want ErrNotPinned", err)
+		}
+		conn, err := r.pool.Conn(context.Background())
+		if err != nil {
+			t.Fatalf("Conn: %v", err)
+		}
+		tx := db.Session(&gorm.Session{NewDB: true})
+		tx.Statement.ConnPool = conn
+		if _, err := New(tx, "k", Shared()); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("New(Shared) on MySQL = %v, want ErrUnsupported", err)
+		}
+		l, err := New(tx, "k")
+		if err != nil {
+			t.Fatalf("New() = %v", err)
+		}
+		if got := l.DBKey(); got != "app:k" {
+			t.Errorf("DBKey() = %v, want app:k", got)
+		}
+		if l.Key() != "k" || l.DB() != tx || l.Acquired() {
+			t.Errorf("Key/DB/Acquired = %v, %v, %v", l.Key(), l.DB() == tx, l.Acquired())
+		}
+		_ = conn.Close()
+	}
+}
+
+func TestPluginOptionsValidated(t *testing.T) {
+	db := openFake(t, "mysql", "8.0.36")
+	if err := db.Use(Plugin{ReleaseTimeout: -1}); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("Use(negative ReleaseTimeout) = %v, want ErrInvalidOption", err)
+	}
+	if Plugin.Name(Plugin{}) != "gorm:dlock" {
+		t.Fatalf("Name() = %q", Plugin{}.Name())
+	}
+	if _, err := New(db, "k"); !errors.Is(err, ErrNotRegistered) || !strings.Contains(err.Error(), "db.Use") {
+		t.Fatalf("New() unregistered = %v, want ErrNotRegistered", err)
+	}
+}

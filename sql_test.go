@@ -1,0 +1,145 @@
+package dlock
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// The SQL dlock sends to MySQL and MariaDB, checked without a server:
+// MySQL-only rules (whole seconds, no negative timeout, the hint that
+// disables max_execution_time) cannot run on this machine's MariaDB.
+func TestMySQLLockSQL(t *testing.T) {
+	my, maria := &mysqlBackend{}, &mysqlBackend{mariadb: true}
+	lit := "_utf8mb4 X'6b6579'"
+	tests := []struct {
+		name string
+		be   *mysqlBackend
+		b    bound
+		want string
+	}{
+		{"mysql try", my, bound{try: true}, "SELECT GET_LOCK(" + lit + ", 0)"},
+		{"mariadb try", maria, bound{try: true}, "SELECT GET_LOCK(" + lit + ", 0)"},
+		{"mysql forever", my, bound{}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 31536000)"},
+		{"mariadb forever", maria, bound{}, "SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(" + lit + ", 31536000)"},
+		{"mysql 1.2s rounds up", my, bound{wait: 1200 * time.Millisecond}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 2)"},
+		{"mysql 300ms rounds up", my, bound{wait: 300 * time.Millisecond}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 1)"},
+		{"mariadb 1.25s", maria, bound{wait: 1250 * time.Millisecond}, "SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(" + lit + ", 1.25)"},
+		{"mariadb sub-ms", maria, bound{wait: time.Microsecond}, "SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(" + lit + ", 0.001)"},
+		{"mysql beyond a year", my, bound{wait: 2 * mysqlForever}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 31536000)"},
+	}
+	for _, tt := range tests {
+		if got := tt.be.lockSQL("key", tt.b); got != tt.want {
+			t.Errorf("%s: lockSQL() = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestMySQLServerWait(t *testing.T) {
+	my, maria := &mysqlBackend{}, &mysqlBackend{mariadb: true}
+	for _, tt := range []struct {
+		be      *mysqlBackend
+		d, want time.Duration
+		cut     bool
+	}{
+		{my, 300 * time.Millisecond, time.Second, true},
+		{my, 2 * time.Second, 2 * time.Second, false},
+		{my, 2500 * time.Millisecond, 3 * time.Second, true},
+		{maria, 300 * time.Millisecond, 300 * time.Millisecond, false},
+	} {
+		got, cut := tt.be.serverWait(tt.d)
+		if got != tt.want || cut != tt.cut {
+			t.Errorf("serverWait(%v) mariadb=%v = %v, %v; want %v, %v", tt.d, tt.be.mariadb, got, cut, tt.want, tt.cut)
+		}
+	}
+}
+
+func TestMySQLModes(t *testing.T) {
+	be := &mysqlBackend{}
+	if err := be.checkMode(options{shared: true}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("checkMode(Shared) = %v, want ErrUnsupported", err)
+	}
+	if err := be.checkMode(options{xact: true}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("checkMode(Xact) = %v, want ErrUnsupported", err)
+	}
+}
+
+// mysqlError has the shape of go-sql-driver/mysql's *MySQLError.
+type mysqlError struct {
+	Number   uint16
+	SQLState [5]byte
+	Message  string
+}
+
+func (e *mysqlError) Error() string { return fmt.Sprintf("Error %d: %s", e.Number, e.Message) }
+
+func TestMySQLClassify(t *testing.T) {
+	be := &mysqlBackend{}
+	for _, tt := range []struct {
+		err  error
+		want failure
+	}{
+		{&mysqlError{Number: 3058}, failDeadlock}, // MySQL user-lock deadlock
+		{&mysqlError{Number: 1213}, failDeadlock}, // MariaDB
+		{fmt.Errorf("wrapped: %w", &mysqlError{Number: 3058}), failDeadlock},
+		{&mysqlError{Number: 1317}, failInterrupted},
+		{&mysqlError{Number: 3024}, failInterrupted}, // max_execution_time
+		{&mysqlError{Number: 1969}, failInterrupted}, // max_statement_time
+		{errInterrupted, failInterrupted},
+		{&mysqlError{Number: 1927}, failLost},
+		{errors.New("invalid connection"), failLost},
+		{&mysqlError{Number: 1064}, failOther},
+	} {
+		if got := be.classify(tt.err); got != tt.want {
+			t.Errorf("classify(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+// pgError has the shape of pgconn.PgError.
+type pgError struct{ Code string }
+
+func (e *pgError) Error() string    { return "ERROR (SQLSTATE " + e.Code + ")" }
+func (e *pgError) SQLState() string { return e.Code }
+
+func TestPgClassify(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want failure
+	}{
+		{&pgError{"55P03"}, failTimeout},
+		{&pgError{"57014"}, failInterrupted},
+		{&pgError{"40P01"}, failDeadlock},
+		{&pgError{"25P02"}, failTxAborted},
+		{&pgError{"57P01"}, failLost},
+		{&pgError{"57P02"}, failLost},
+		{&pgError{"57P03"}, failLost},
+		{&pgError{"57P05"}, failLost},
+		{&pgError{"08006"}, failLost},
+		{errors.New("conn closed"), failLost},
+		{&pgError{"42883"}, failOther},
+	} {
+		if got := (pgBackend{}).classify(tt.err); got != tt.want {
+			t.Errorf("classify(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestPgFunc(t *testing.T) {
+	for _, tt := range []struct {
+		prefix, action string
+		o              options
+		want           string
+	}{
+		{"", "lock", options{}, "pg_advisory_lock($1)"},
+		{"try_", "lock", options{shared: true}, "pg_try_advisory_lock_shared($1)"},
+		{"", "lock", options{xact: true, shared: true}, "pg_advisory_xact_lock_shared($1)"},
+		{"try_", "lock", options{xact: true}, "pg_try_advisory_xact_lock($1)"},
+		{"", "unlock", options{shared: true}, "pg_advisory_unlock_shared($1)"},
+	} {
+		if got := pgFunc(tt.prefix, tt.action, tt.o); got != tt.want {
+			t.Errorf("pgFunc(%q, %q, %+v) = %q, want %q", tt.prefix, tt.action, tt.o, got, tt.want)
+		}
+	}
+}
