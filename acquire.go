@@ -130,7 +130,10 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 	}
 	var cut time.Duration
 	if !deadline.IsZero() {
-		rem := time.Until(deadline)
+		rem := o.timeout // exact, so that whole seconds stay whole
+		if fromCtx {
+			rem = time.Until(deadline)
+		}
 		if rem <= 0 {
 			if fromCtx {
 				return false, errors.Join(ErrNotAcquired, context.DeadlineExceeded)
@@ -147,7 +150,7 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 	if b.try {
 		ok, err := l.be.lock(sctx, l.q, l.tx, l.dbKey, l.mode, b)
 		if err != nil {
-			return false, l.lockFailed(ctx, err, cancelNone, false)
+			return false, l.lockFailed(ctx, err, cancelNone, false, false)
 		}
 		if ok {
 			s.add(l)
@@ -194,14 +197,18 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		// The server's wait ran out (MySQL GET_LOCK returned 0).
 		return false, l.timedOut(ctx, fromCtx)
 	}
-	return false, l.lockFailed(ctx, err, reason, fromCtx)
+	return false, l.lockFailed(ctx, err, reason, fromCtx, b.wait > 0)
 }
 
 // lockFailed settles a lock statement that returned an error. The caller
 // holds the session mutex.
-func (l *Lock) lockFailed(ctx context.Context, err error, reason int32, fromCtx bool) error {
+func (l *Lock) lockFailed(ctx context.Context, err error, reason int32, fromCtx, bounded bool) error {
 	switch l.be.classify(err) {
 	case failTimeout:
+		if !bounded {
+			// A lock_timeout of the session's own, not dlock's bound.
+			return errors.Join(ErrNotAcquired, err)
+		}
 		return l.timedOut(ctx, fromCtx)
 	case failDeadlock:
 		return errors.Join(ErrNotAcquired, ErrDeadlock, err)
@@ -220,7 +227,7 @@ func (l *Lock) lockFailed(ctx context.Context, err error, reason int32, fromCtx 
 	}
 	switch reason {
 	case cancelCtx:
-		return errors.Join(ErrNotAcquired, context.Cause(ctx))
+		return errors.Join(ErrNotAcquired, ctx.Err())
 	case cancelCut:
 		return nil
 	}

@@ -10,11 +10,12 @@ import (
 	"gorm.io/gorm"
 )
 
-// Sentinel errors. Every error dlock returns matches one or more of these
-// with [errors.Is]; errors from the driver stay reachable with [errors.As].
+// Sentinel errors. The errors of the lock operations match one or more of
+// these with [errors.Is]; errors from the driver stay reachable with
+// [errors.As].
 var (
 	// ErrNotRegistered means the Plugin was not registered with db.Use on
-	// the *gorm.DB given to New, WithLock or Connection.
+	// the *gorm.DB given to New or WithLock.
 	ErrNotRegistered = errors.New("dlock: plugin not registered (call db.Use(dlock.Plugin{}))")
 	// ErrNotPinned means the *gorm.DB does not run on one pinned database
 	// session: session locks need the tx of db.Connection.

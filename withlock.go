@@ -129,8 +129,19 @@ func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, s *session,
 	}
 	var leaked []*Lock
 	var keys []any
-	if err := s.acquire(ctx); err != nil {
-		return err
+	wctx, cancel := context.WithTimeout(ctx, reg.cfg.ReleaseTimeout)
+	defer cancel()
+	if err := s.acquire(wctx); err != nil {
+		// A dlock statement still runs on the session (an Acquire fn
+		// left waiting): its locks cannot be checked, so the session
+		// must not go back to the pool.
+		go func() {
+			if s.acquire(context.Background()) == nil {
+				s.discard(conn)
+				s.release()
+			}
+		}()
+		return fmt.Errorf("%w: the session stayed busy after fn returned; it will be discarded: %w", ErrLockLost, err)
 	}
 	var seqs []uint64
 	for seq := range s.holds {

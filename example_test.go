@@ -1,0 +1,157 @@
+package dlock_test
+
+import (
+	"context"
+	"errors"
+	"log"
+	"time"
+
+	"github.com/gormdlock/dlock"
+	"gorm.io/gorm"
+)
+
+// db stands for a *gorm.DB opened with gorm.io/driver/mysql or
+// gorm.io/driver/postgres, so that the examples compile without a driver
+// or a server. They have no Output and are compiled, not run.
+var db *gorm.DB
+
+var ctx = context.Background()
+
+func nightlyReport(tx *gorm.DB) error { return nil }
+
+// Register the plugin once, then run work under a lock with WithLock.
+func Example() {
+	if err := db.Use(dlock.Plugin{}); err != nil {
+		log.Fatal(err) // sqlite, sqlserver, CockroachDB: ErrUnsupportedDialect
+	}
+
+	err := dlock.WithLock(ctx, db, "nightly-report", func(tx *gorm.DB) error {
+		return nightlyReport(tx) // tx is the session that holds the lock
+	}, dlock.Timeout(5*time.Second))
+	switch {
+	case errors.Is(err, dlock.ErrNotAcquired):
+		log.Print("another instance is running the report")
+	case err != nil:
+		log.Fatal(err)
+	}
+}
+
+// Pin a session with db.Connection, then acquire and release by hand.
+func ExampleNew() {
+	err := db.Connection(func(tx *gorm.DB) (err error) {
+		lock, err := dlock.New(tx, "nightly-report")
+		if err != nil {
+			return err
+		}
+		ok, err := lock.Acquire(ctx, dlock.Timeout(5*time.Second))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return dlock.ErrNotAcquired // busy: someone else holds it
+		}
+		defer func() { err = errors.Join(err, lock.Close(ctx)) }()
+		return nightlyReport(tx)
+	})
+	if err != nil {
+		log.Print(err)
+	}
+}
+
+// Wait at most two seconds; the server does the waiting.
+func ExampleLock_Acquire_timeout() {
+	_ = db.Connection(func(tx *gorm.DB) (err error) {
+		lock, err := dlock.New(tx, "billing:close-month")
+		if err != nil {
+			return err
+		}
+		ok, err := lock.Acquire(ctx, dlock.Timeout(2*time.Second))
+		switch {
+		case err != nil:
+			return err // ErrNotAcquired with ctx.Err(), ErrDeadlock, ErrLockLost, ...
+		case !ok:
+			log.Print("still busy after 2s")
+			return nil
+		}
+		defer func() { err = errors.Join(err, lock.Close(ctx)) }()
+		return nil // the protected work, on tx
+	})
+}
+
+// Try once and skip the work if another session holds the lock.
+func ExampleLock_Acquire_noWait() {
+	_ = db.Connection(func(tx *gorm.DB) (err error) {
+		lock, err := dlock.New(tx, "cache-warmup")
+		if err != nil {
+			return err
+		}
+		ok, err := lock.Acquire(ctx, dlock.NoWait())
+		if err != nil || !ok {
+			return err // busy is (false, nil): nothing to do
+		}
+		defer func() { err = errors.Join(err, lock.Close(ctx)) }()
+		return nil // the protected work, on tx
+	})
+}
+
+// Run a function under a lock, giving up when the context ends.
+func ExampleWithLock() {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := dlock.WithLock(ctx, db, int64(42), func(tx *gorm.DB) error {
+		return tx.Exec("UPDATE accounts SET frozen = true WHERE id = ?", 42).Error
+	})
+	if errors.Is(err, dlock.ErrNotAcquired) {
+		log.Print("gave up waiting: ", err)
+	}
+}
+
+// Take a PostgreSQL shared lock: readers coexist, a writer excludes them.
+func ExampleWithLock_shared() {
+	err := dlock.WithLock(ctx, db, "catalog", func(tx *gorm.DB) error {
+		var n int64
+		return tx.Table("products").Count(&n).Error
+	}, dlock.Shared(), dlock.Timeout(time.Second))
+	if err != nil {
+		log.Print(err) // ErrUnsupported on MySQL and MariaDB
+	}
+}
+
+// Take a PostgreSQL transaction-level lock that ends with the transaction.
+func ExampleXact() {
+	err := db.Transaction(func(tx *gorm.DB) error {
+		lock, err := dlock.New(tx, "ledger", dlock.Xact())
+		if err != nil {
+			return err
+		}
+		ok, err := lock.Acquire(ctx, dlock.Timeout(time.Second))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return dlock.ErrNotAcquired
+		}
+		// No Release: COMMIT or ROLLBACK releases the lock.
+		return tx.Exec("INSERT INTO ledger (note) VALUES (?)", "closed").Error
+	})
+	if err != nil {
+		log.Print(err)
+	}
+}
+
+// Catch a lock that fn forgot to release.
+func ExampleConnection() {
+	err := dlock.Connection(ctx, db, func(tx *gorm.DB) error {
+		lock, err := dlock.New(tx, "import")
+		if err != nil {
+			return err
+		}
+		if _, err := lock.Acquire(ctx); err != nil {
+			return err
+		}
+		return nil // forgot lock.Close
+	})
+	if errors.Is(err, dlock.ErrLeaked) {
+		log.Print(err) // Connection has released "import" already
+	}
+}
