@@ -213,7 +213,7 @@ func (l *Lock) lockFailed(ctx context.Context, err error, reason int32, fromCtx,
 	case failDeadlock:
 		return errors.Join(ErrNotAcquired, ErrDeadlock, err)
 	case failLost:
-		l.sess.lose()
+		l.sess.discard(l.q)
 		return errors.Join(ErrLockLost, err)
 	case failTxAborted, failOther:
 		if l.mode.xact || l.tx == txOpen {
@@ -275,7 +275,7 @@ func (l *Lock) dropStrayHold(ctx context.Context) error {
 // statementFailed maps the error of a short statement (no wait).
 func (l *Lock) statementFailed(err error) error {
 	if l.be.classify(err) == failLost {
-		l.sess.lose()
+		l.sess.discard(l.q)
 		return errors.Join(ErrLockLost, err)
 	}
 	return errors.Join(ErrNotAcquired, err)

@@ -277,7 +277,7 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 		s.add(l)
 		return true, fmt.Errorf("dlock: cannot release inside a failed transaction; the lock is still held, release it after the rollback: %w", err)
 	case failLost:
-		s.lose()
+		s.discard(l.q)
 		return false, errors.Join(ErrLockLost, err)
 	}
 	s.discard(l.q)
@@ -341,7 +341,7 @@ func (l *Lock) Held(ctx context.Context) (bool, error) {
 			s.lose()
 			err = nil
 		case l.be.classify(err) == failLost:
-			s.lose()
+			s.discard(l.q)
 			err = errors.Join(ErrLockLost, err)
 		default:
 			return false, err

@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"io"
 	"sync/atomic"
+	"time"
 	"weak"
 
 	"gorm.io/gorm"
@@ -99,15 +101,44 @@ func (s *session) lose() {
 
 // discard marks the session gone and makes database/sql close the
 // connection instead of returning it to the pool, so that a lock dlock
-// could not release cannot ride back into the pool. It does not wait:
-// database/sql closes the connection once any open transaction or
-// running statement on it is done. The caller holds the mutex.
+// could not release cannot ride back into the pool. It closes the driver
+// connection, which ends the server session, and waits at most
+// discardWait: with a transaction open or a statement running on the
+// connection, the close happens when that is done. dlock discards every session it finds
+// gone too: when a statement failed without a reply from the server, the
+// driver may not have closed the connection (database/sql refuses a
+// statement whose context is done before sending it), and its locks would
+// otherwise return to the pool. The caller holds the mutex.
 func (s *session) discard(q querier) {
 	s.lose()
-	if c, ok := q.(*sql.Conn); ok {
-		go func() { _ = c.Raw(func(any) error { return driver.ErrBadConn }) }()
+	c, ok := q.(*sql.Conn)
+	if !ok {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Raw(func(dc any) error {
+			// Closing the driver connection ends the server session, and
+			// its locks, even if the *sql.Conn is closed concurrently;
+			// ErrBadConn keeps database/sql from reusing it.
+			if cl, ok := dc.(io.Closer); ok {
+				_ = cl.Close()
+			}
+			return driver.ErrBadConn
+		})
+	}()
+	t := time.NewTimer(discardWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C: // a transaction or a statement still holds the connection
 	}
 }
+
+// discardWait is how long discard waits for database/sql to let go of the
+// connection before it returns and lets the close finish on its own.
+const discardWait = 100 * time.Millisecond
 
 // Registries of session state, by the database/sql handle of the session.
 var (

@@ -16,6 +16,11 @@ func (b *testDB) openLocked(t testing.TB, p dlock.Plugin) *gorm.DB {
 	if err := db.Use(p); err != nil {
 		t.Fatalf("db.Use(dlock.Plugin{}): %v", err)
 	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatalf("db.DB(): %v", err)
+	}
+	checkPoolIdle(t, sqlDB) // runs after the cleanups registered later
 	return db
 }
 

@@ -1,0 +1,125 @@
+package tests
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gormdlock/dlock"
+)
+
+// When a release's outcome cannot be known, the session is discarded:
+// with a pool of one connection, the next session is a new one and holds
+// nothing, and the lock is free.
+func TestUnknownReleaseOutcomeDiscardsSession(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		// A release bound that has run out before the statement is sent:
+		// database/sql refuses it, the session keeps the lock.
+		db := b.openLocked(t, dlock.Plugin{ReleaseTimeout: time.Nanosecond})
+		sqlDB, _ := db.DB()
+		sqlDB.SetMaxOpenConns(1)
+		tx, conn := pin(t, db)
+		first := b.SessionID(t, conn)
+		l, err := dlock.New(tx, b.UniqueKey(t))
+		if err != nil {
+			t.Fatalf("New() = %v", err)
+		}
+		mustAcquire(t, l, dlock.NoWait())
+		err = l.Release(context.Background())
+		if !errors.Is(err, dlock.ErrLockLost) {
+			t.Fatalf("Release() = %v, want ErrLockLost", err)
+		}
+		if l.Acquired() {
+			t.Fatalf("Acquired() = true after a failed release")
+		}
+		_ = conn.Close()
+		waitFree(t, b, l)
+		next, err := sqlDB.Conn(context.Background())
+		if err != nil {
+			t.Fatalf("Conn() = %v", err)
+		}
+		defer func() { _ = next.Close() }()
+		if id := b.SessionID(t, next); id == first {
+			t.Fatalf("the pool gave back session %d, which failed to release its lock", id)
+		}
+	})
+}
+
+// A killed holder: its pool never hands out the dead session again, a
+// waiter on another session gets the lock.
+func TestKilledHolderPoolReuse(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		db := b.openLocked(t, dlock.Plugin{})
+		sqlDB, _ := db.DB()
+		sqlDB.SetMaxOpenConns(1)
+		key := b.UniqueKey(t)
+		tx, conn := pin(t, db)
+		l, err := dlock.New(tx, key)
+		if err != nil {
+			t.Fatalf("New() = %v", err)
+		}
+		mustAcquire(t, l)
+		waiter := newLock(t, b.openLocked(t, dlock.Plugin{}), key)
+		done := make(chan error, 1)
+		go func() {
+			ok, err := waiter.Acquire(context.Background(), dlock.Timeout(10*time.Second))
+			if !ok && err == nil {
+				err = errors.New("timed out")
+			}
+			done <- err
+		}()
+		waitUntilWaiting(t, b, waiter)
+		id := b.SessionID(t, conn)
+		b.Kill(t, id)
+		if err := <-done; err != nil {
+			t.Fatalf("waiter Acquire() = %v", err)
+		}
+		if err := l.Release(context.Background()); !errors.Is(err, dlock.ErrLockLost) {
+			t.Fatalf("Release() after kill = %v, want ErrLockLost", err)
+		}
+		_ = conn.Close()
+		next, err := sqlDB.Conn(context.Background())
+		if err != nil {
+			t.Fatalf("Conn() = %v", err)
+		}
+		defer func() { _ = next.Close() }()
+		if got := b.SessionID(t, next); got == id {
+			t.Fatalf("the pool gave back the killed session %d", id)
+		}
+	})
+}
+
+// waitFree waits until nobody holds l's lock; a discarded session may take
+// a moment to close.
+func waitFree(t testing.TB, b *testDB, l *dlock.Lock) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		held, ids := b.heldOutside(t, l)
+		if !held {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lock %v still held by %v", l.Key(), ids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkPoolIdle fails the test if db's pool still has connections in use
+// when the test's other cleanups are done.
+func checkPoolIdle(t testing.TB, sqlDB *sql.DB) {
+	t.Helper()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(3 * time.Second)
+		for sqlDB.Stats().InUse > 0 {
+			if time.Now().After(deadline) {
+				t.Errorf("%d connection(s) still checked out of the pool", sqlDB.Stats().InUse)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
