@@ -203,34 +203,33 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 // lockFailed settles a lock statement that returned an error. The caller
 // holds the session mutex.
 func (l *Lock) lockFailed(ctx context.Context, err error, reason int32, fromCtx, bounded bool) error {
-	switch l.be.classify(err) {
-	case failTimeout:
-		if !bounded {
-			// A lock_timeout of the session's own, not dlock's bound.
-			return errors.Join(ErrNotAcquired, err)
-		}
-		return l.timedOut(ctx, fromCtx)
-	case failDeadlock:
-		return errors.Join(ErrNotAcquired, ErrDeadlock, err)
+	f := l.be.classify(err)
+	switch f {
 	case failLost:
 		l.sess.discard(l.q)
 		return errors.Join(ErrLockLost, err)
-	case failTxAborted, failOther:
-		if l.mode.xact || l.tx == txOpen {
-			return errors.Join(ErrNotAcquired, err)
-		}
+	case failTxAborted:
+		// Nothing ran.
+		return errors.Join(ErrNotAcquired, err)
 	}
-	// Interrupted, or an error after which a grant cannot be ruled out:
-	// make sure no hold was left behind.
+	// Any other error can come after the grant: PostgreSQL reports a
+	// lock_timeout or a cancel that fired as the lock was granted when the
+	// statement next checks for interrupts, and a session-level lock
+	// survives the error. Make sure no hold was left behind.
 	if lerr := l.dropStrayHold(ctx); lerr != nil {
 		return errors.Join(ErrNotAcquired, lerr, err)
 	}
-	switch reason {
-	case cancelCtx:
+	switch {
+	case f == failDeadlock:
+		return errors.Join(ErrNotAcquired, ErrDeadlock, err)
+	case reason == cancelCtx:
 		return errors.Join(ErrNotAcquired, ctx.Err())
-	case cancelCut:
+	case reason == cancelCut:
 		return nil
+	case f == failTimeout && bounded:
+		return l.timedOut(ctx, fromCtx)
 	}
+	// Includes a lock_timeout or statement_timeout of the session's own.
 	return errors.Join(ErrNotAcquired, err)
 }
 

@@ -63,9 +63,9 @@ type failure uint8
 
 const (
 	failOther       failure = iota // a server error with no lock meaning
-	failTimeout                    // the server's wait ran out: nothing held
+	failTimeout                    // the server's wait ran out (a grant may have raced it)
 	failInterrupted                // the statement was cancelled or killed: a grant may have happened
-	failDeadlock                   // the server refused to wait: nothing held
+	failDeadlock                   // the server refused to wait
 	failTxAborted                  // the transaction is aborted: nothing ran
 	failLost                       // the session is gone or in doubt
 )
