@@ -9,7 +9,17 @@ GO ?= go
 GOFMT ?= gofmt
 MODULES := . tests examples
 
-.PHONY: all test test-unit test-integration demo vet fmt-check fmt ci
+# The example programs in examples/, in the order `make examples` runs them.
+EXAMPLES := demo cron leader account pgxact python
+
+# Linters, pinned. `go run pkg@version` builds each once and caches it; set
+# GOLANGCI_LINT=golangci-lint or STATICCHECK=staticcheck to use a binary.
+GOLANGCI_LINT_VERSION := v2.15.0
+STATICCHECK_VERSION := v0.8.2
+GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+.PHONY: all test test-unit test-integration demo vet fmt-check fmt ci examples lint staticcheck stress
 
 all: vet fmt-check test
 
@@ -42,3 +52,38 @@ fmt:
 
 ci:
 	./.ci/run
+
+# Run every example program; each prints what it does and skips a database
+# it cannot reach (see examples/README.md).
+examples:
+	@set -e; for e in $(EXAMPLES); do \
+		echo "==> examples/$$e"; \
+		(cd examples && $(GO) run ./$$e); \
+	done
+
+# golangci-lint with .golangci.yml, in each module; reports every module
+# before failing.
+lint:
+	@status=0; for m in $(MODULES); do \
+		echo "golangci-lint ($$m)"; \
+		(cd $$m && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...) || status=1; \
+	done; exit $$status
+
+# staticcheck alone, in each module (golangci-lint runs it too; this is the
+# light check .ci/run does).
+staticcheck:
+	@status=0; for m in $(MODULES); do \
+		echo "staticcheck ($$m)"; \
+		(cd $$m && $(STATICCHECK) ./...) || status=1; \
+	done; exit $$status
+
+# Failure tests at scale (DLOCK_STRESS multiplies their rounds; as root,
+# TestServerRestart stops and starts the local servers), then a short fuzz
+# run of the key mapping. `.ci/run` runs it after `make test`.
+STRESS ?= 20
+FUZZTIME ?= 15s
+
+stress:
+	cd tests && DLOCK_STRESS=$(STRESS) $(GO) test -race -count=1 -timeout 20m -v -run 'Stress|ServerRestart' ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzPgKey$$' -fuzztime $(FUZZTIME) .
+	$(GO) test -run '^$$' -fuzz '^FuzzMySQLName$$' -fuzztime $(FUZZTIME) .

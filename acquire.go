@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 )
 
@@ -78,14 +77,6 @@ func (l *Lock) Acquire(ctx context.Context, opts ...Option) (bool, error) {
 	return ok, err
 }
 
-// Reasons a watcher cancelled the lock statement.
-const (
-	cancelNone    int32 = iota
-	cancelCtx           // ctx ended
-	cancelCut           // the wanted wait ran out (MySQL whole seconds)
-	cancelDiscard       // no control connection answered: session dropped
-)
-
 // acquire runs the lock statement under the session mutex, with the wait
 // bounds of o and ctx, and settles any doubt it leaves.
 func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
@@ -102,7 +93,9 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 	if s.counts[hk] > 0 {
 		// The session already holds it in this mode: the server grants at
 		// once, so the statement needs no wait and cannot be left in doubt.
-		ok, err := l.be.lock(sctx, l.q, l.tx, l.dbKey, l.mode, bound{try: true})
+		qctx, cancel := l.shortCtx(ctx)
+		ok, err := l.be.lock(qctx, l.q, l.tx, l.dbKey, l.mode, bound{try: true}, nil)
+		cancel()
 		if err == nil && ok {
 			s.add(l)
 			return true, nil
@@ -148,7 +141,9 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		}
 	}
 	if b.try {
-		ok, err := l.be.lock(sctx, l.q, l.tx, l.dbKey, l.mode, b)
+		qctx, cancel := l.shortCtx(ctx)
+		ok, err := l.be.lock(qctx, l.q, l.tx, l.dbKey, l.mode, b, nil)
+		cancel()
 		if err != nil {
 			return false, l.lockFailed(ctx, err, cancelNone, false, false)
 		}
@@ -170,24 +165,17 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 	}
 	stmtCtx, drop := context.WithCancel(sctx)
 	defer drop()
-	stmtDone := make(chan struct{})
-	watchDone := make(chan struct{})
-	var why atomic.Int32
+	var w *watcher
 	if b.cancellable {
-		go l.watch(ctx, stmtDone, watchDone, drop, &why, cut, fromCtx)
-	} else {
-		close(watchDone)
+		w = &watcher{l: l, ctx: ctx, cut: cut, fromCtx: fromCtx, drop: drop}
 	}
-
-	ok, err := l.be.lock(stmtCtx, l.q, l.tx, l.dbKey, l.mode, b)
-	close(stmtDone)
-	<-watchDone // no cancel is in flight after this
+	ok, err := l.be.lock(stmtCtx, l.q, l.tx, l.dbKey, l.mode, b, w)
+	reason := w.reason() // the watcher has stopped: no cancel is in flight
 
 	if err == nil && ok {
 		s.add(l) // the grant wins over any cancel
 		return true, nil
 	}
-	reason := why.Load()
 	if reason == cancelDiscard {
 		s.discard(l.q)
 		return false, errors.Join(ErrNotAcquired, ErrLockLost, ctx.Err(),
@@ -278,51 +266,6 @@ func (l *Lock) statementFailed(err error) error {
 		return errors.Join(ErrLockLost, err)
 	}
 	return errors.Join(ErrNotAcquired, err)
-}
-
-// watch cancels the running lock statement when ctx ends or the wanted
-// wait (cut) runs out, from a control connection. If the cancel cannot be
-// sent, or the statement does not return after it, it drops the
-// statement's context, and the driver closes the session.
-func (l *Lock) watch(ctx context.Context, stmtDone <-chan struct{}, watchDone chan<- struct{},
-	drop context.CancelFunc, why *atomic.Int32, cut time.Duration, fromCtx bool) {
-	defer close(watchDone)
-	var cutC <-chan time.Time
-	if cut > 0 {
-		t := time.NewTimer(cut)
-		defer t.Stop()
-		cutC = t.C
-	}
-	reason := cancelCtx
-	select {
-	case <-stmtDone:
-		return
-	case <-cutC:
-		reason = cancelCut
-	case <-ctx.Done():
-		if fromCtx && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			// The server ends this wait itself at the same deadline.
-			t := time.NewTimer(deadlineGrace)
-			defer t.Stop()
-			select {
-			case <-stmtDone:
-				return
-			case <-t.C:
-			}
-		}
-	}
-	why.Store(reason)
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), controlTimeout)
-	defer cancel()
-	if err := l.be.cancel(cctx, l.reg.pool, l.sess.id); err == nil {
-		select {
-		case <-stmtDone:
-			return
-		case <-cctx.Done():
-		}
-	}
-	why.Store(cancelDiscard)
-	drop()
 }
 
 // shortCtx bounds a short statement: ctx without its cancellation, and

@@ -41,10 +41,11 @@ type backend interface {
 	// serverWait returns the wait to send to the server for a wanted wait
 	// d, and whether the client must cut the wait at d itself.
 	serverWait(d time.Duration) (time.Duration, bool)
-	// lock runs the lock statement. It returns (true, nil) on a grant,
-	// (false, nil) when the server said busy or timed out, and an error
-	// for anything else; classify tells what the error means.
-	lock(ctx context.Context, q querier, tx txState, k any, o options, b bound) (bool, error)
+	// lock runs the lock statement, with w started right before it and
+	// stopped right after it (w may be nil). It returns (true, nil) on a
+	// grant, (false, nil) when the server said busy or timed out, and an
+	// error for anything else; classify tells what the error means.
+	lock(ctx context.Context, q querier, tx txState, k any, o options, b bound, w *watcher) (bool, error)
 	// unlock releases one hold; false means the server says it was not held.
 	unlock(ctx context.Context, q querier, k any, o options) (bool, error)
 	// held asks whether this session holds k in o's mode.

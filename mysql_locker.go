@@ -89,9 +89,12 @@ func (b *mysqlBackend) lockSQL(name string, bd bound) string {
 	}
 }
 
-func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ options, bd bound) (bool, error) {
+func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ options, bd bound, w *watcher) (bool, error) {
 	var r sql.NullInt64
-	if err := q.QueryRowContext(ctx, b.lockSQL(k.(string), bd)).Scan(&r); err != nil {
+	w.start()
+	err := q.QueryRowContext(ctx, b.lockSQL(k.(string), bd)).Scan(&r)
+	w.stop()
+	if err != nil {
 		return false, err
 	}
 	if !r.Valid {

@@ -68,7 +68,7 @@ const (
 	pgRollback  = "ROLLBACK TO SAVEPOINT dlock_wait; RELEASE SAVEPOINT dlock_wait"
 )
 
-func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o options, b bound) (bool, error) {
+func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o options, b bound, w *watcher) (bool, error) {
 	key := k.(int64)
 	if b.try {
 		var ok bool
@@ -96,22 +96,28 @@ func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o optio
 		return false, err
 	}
 	if !inTx {
+		w.start()
 		if b.wait <= 0 {
 			_, err = q.ExecContext(ctx, "SELECT "+fn+" FROM set_config('lock_timeout', '0', true)", key)
 		} else {
 			_, err = q.ExecContext(ctx, "SELECT "+fn+" FROM set_config('lock_timeout', $2, true)", key, timeout)
 		}
+		w.stop()
 		return err == nil, err
 	}
 	// Inside a transaction, within SAVEPOINT dlock_wait (made by
 	// pgInTransaction).
 	switch {
 	case b.wait <= 0:
+		w.start()
 		_, err = q.ExecContext(ctx, "SELECT "+fn, key)
+		w.stop()
 	case !o.xact:
 		// A session lock survives ROLLBACK TO SAVEPOINT, which also
 		// puts lock_timeout back.
+		w.start()
 		_, err = q.ExecContext(ctx, "SELECT "+fn+" FROM set_config('lock_timeout', $2, true)", key, timeout)
+		w.stop()
 		if err == nil {
 			_, err = q.ExecContext(ctx, pgRollback)
 			return err == nil, err
@@ -123,8 +129,10 @@ func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o optio
 			void bool
 			old  string
 		)
+		w.start()
 		err = q.QueryRowContext(ctx, "SELECT "+fn+" IS NULL, s.old FROM (SELECT current_setting('lock_timeout') AS old, "+
 			"set_config('lock_timeout', $2, true) OFFSET 0) s", key, timeout).Scan(&void, &old)
+		w.stop()
 		if err == nil {
 			_, err = q.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, true)", old)
 		}

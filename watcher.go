@@ -1,0 +1,104 @@
+package dlock
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// Reasons a watcher cancelled the lock statement.
+const (
+	cancelNone    int32 = iota
+	cancelCtx           // ctx ended
+	cancelCut           // the wanted wait ran out (MySQL whole seconds)
+	cancelDiscard       // no control connection answered: session dropped
+)
+
+// watcher cancels one running lock statement from a control connection
+// when the caller's ctx ends, or when the wanted wait runs out on a server
+// that only takes whole seconds. A backend starts it right before the lock
+// statement and stops it right after, so that a cancel (which targets the
+// session, not the statement) can never reach another statement. If the
+// cancel cannot be sent, or the statement does not return after it, the
+// watcher drops the statement's context and the driver closes the session.
+// A nil *watcher does nothing.
+type watcher struct {
+	l       *Lock
+	ctx     context.Context
+	cut     time.Duration
+	fromCtx bool
+	drop    context.CancelFunc
+
+	stmtDone chan struct{}
+	done     chan struct{}
+	why      atomic.Int32
+}
+
+// start begins watching; the lock statement is about to be sent.
+func (w *watcher) start() {
+	if w == nil {
+		return
+	}
+	w.stmtDone, w.done = make(chan struct{}), make(chan struct{})
+	go w.run()
+}
+
+// stop ends the watch once the lock statement has returned, and waits
+// until no cancel is in flight.
+func (w *watcher) stop() {
+	if w == nil || w.done == nil {
+		return
+	}
+	close(w.stmtDone)
+	<-w.done
+}
+
+// reason says why the watcher cancelled the statement, if it did. Call it
+// after stop.
+func (w *watcher) reason() int32 {
+	if w == nil {
+		return cancelNone
+	}
+	return w.why.Load()
+}
+
+func (w *watcher) run() {
+	defer close(w.done)
+	var cutC <-chan time.Time
+	if w.cut > 0 {
+		t := time.NewTimer(w.cut)
+		defer t.Stop()
+		cutC = t.C
+	}
+	reason := cancelCtx
+	select {
+	case <-w.stmtDone:
+		return
+	case <-cutC:
+		reason = cancelCut
+	case <-w.ctx.Done():
+		if w.fromCtx && errors.Is(w.ctx.Err(), context.DeadlineExceeded) {
+			// The server ends this wait itself at the same deadline.
+			t := time.NewTimer(deadlineGrace)
+			defer t.Stop()
+			select {
+			case <-w.stmtDone:
+				return
+			case <-t.C:
+			}
+		}
+	}
+	w.why.Store(reason)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), controlTimeout)
+	defer cancel()
+	if err := w.l.be.cancel(cctx, w.l.reg.pool, w.l.sess.id); err == nil {
+		select {
+		case <-w.stmtDone:
+			return
+		case <-cctx.Done():
+		}
+	}
+	w.why.Store(cancelDiscard)
+	w.drop()
+}
