@@ -12,7 +12,8 @@ import (
 
 // WithLock acquires the lock on key, runs fn, and always releases it. It
 // pins a session with db.Connection, or uses db's session if db is
-// already the tx of a db.Connection. With [Xact] it runs fn inside
+// already the tx of a db.Connection, and like [Connection] it releases
+// any session lock fn made on that session and left held ([ErrLeaked]). With [Xact] it runs fn inside
 // db.Transaction, holding a transaction-level lock that ends with it.
 //
 // fn receives the tx of the pinned session, with tx.Statement.Context
@@ -70,10 +71,8 @@ func WithLock(ctx context.Context, db *gorm.DB, key any, fn func(tx *gorm.DB) er
 	if o.xact {
 		return db.WithContext(ctx).Transaction(run)
 	}
-	if _, ok := db.Statement.ConnPool.(*sql.Conn); ok {
-		return run(db)
-	}
-	return db.WithContext(ctx).Connection(run)
+	// Connection also catches session locks fn made and forgot.
+	return Connection(ctx, db, run)
 }
 
 // acquireWith is Acquire with options already applied.

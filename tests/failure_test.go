@@ -296,3 +296,23 @@ func TestConnectionReportsLeak(t *testing.T) {
 		}
 	})
 }
+
+// WithLock catches a lock fn made on its session and forgot.
+func TestWithLockCatchesLeak(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		db := b.openLocked(t, dlock.Plugin{})
+		inner := b.UniqueKey(t)
+		err := dlock.WithLock(context.Background(), db, b.UniqueKey(t), func(tx *gorm.DB) error {
+			l, err := dlock.New(tx, inner)
+			if err != nil {
+				return err
+			}
+			_, err = l.Acquire(context.Background())
+			return err
+		})
+		if !errors.Is(err, dlock.ErrLeaked) {
+			t.Fatalf("WithLock() = %v, want ErrLeaked", err)
+		}
+		b.wantFree(t, newLock(t, db, inner))
+	})
+}
