@@ -20,8 +20,8 @@ const (
 // that only takes whole seconds. A backend starts it right before the lock
 // statement and stops it right after, so that a cancel (which targets the
 // session, not the statement) can never reach another statement. If the
-// cancel cannot be sent, or the statement does not return after it, the
-// watcher drops the statement's context and the driver closes the session.
+// cancel cannot be sent, or the statement does not return within
+// controlTimeout, the watcher drops the statement's context and the driver closes the session.
 // A nil *watcher does nothing.
 type watcher struct {
 	l       *Lock
@@ -92,13 +92,28 @@ func (w *watcher) run() {
 	w.why.Store(reason)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), controlTimeout)
 	defer cancel()
-	if err := w.l.be.cancel(cctx, w.l.reg.pool, w.l.sess.id); err == nil {
+	// A cancel that reaches the session before the statement runs (while
+	// the server still reads it) is dropped by the server, so it is sent
+	// again until the statement returns.
+	resend := time.NewTicker(cancelResend)
+	defer resend.Stop()
+	for {
+		if err := w.l.be.cancel(cctx, w.l.reg.pool, w.l.sess.id); err != nil {
+			break
+		}
 		select {
 		case <-w.stmtDone:
 			return
+		case <-resend.C:
+			continue
 		case <-cctx.Done():
 		}
+		break
 	}
 	w.why.Store(cancelDiscard)
 	w.drop()
 }
+
+// cancelResend is how often a cancel is sent again while the cancelled
+// statement has not returned.
+const cancelResend = 50 * time.Millisecond
