@@ -3,8 +3,10 @@ package dlock
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // The SQL dlock sends to MySQL and MariaDB, checked without a server:
@@ -140,6 +142,45 @@ func TestPgFunc(t *testing.T) {
 	} {
 		if got := pgFunc(tt.prefix, tt.action, tt.o); got != tt.want {
 			t.Errorf("pgFunc(%q, %q, %+v) = %q, want %q", tt.prefix, tt.action, tt.o, got, tt.want)
+		}
+	}
+}
+
+// MySQL compares short lock names case-insensitively, MariaDB byte-wise;
+// dlock sends the name as given, so "Report" and "report" are one lock on
+// MySQL and two on MariaDB. Hashed names carry the case of the key only in
+// the readable part, and their digest differs by case, so a hashed name is
+// case-sensitive on both servers.
+func TestMySQLNameCase(t *testing.T) {
+	upper, _ := mysqlName("Nightly-Report", "")
+	lower, _ := mysqlName("nightly-report", "")
+	if upper != "Nightly-Report" || lower != "nightly-report" {
+		t.Fatalf("short names changed: %q, %q", upper, lower)
+	}
+	long := strings.Repeat("x", 70)
+	hu, _ := mysqlName("A"+long, "")
+	hl, _ := mysqlName("a"+long, "")
+	if strings.EqualFold(hu, hl) {
+		t.Fatalf("hashed names %q and %q differ only by case: MySQL would fold them into one lock", hu, hl)
+	}
+}
+
+// The name limit: 64 characters for MySQL (after conversion to utf8mb3),
+// so a name dlock sends as is never has more than 64 runes, none outside
+// the BMP.
+func TestMySQLNameLimit(t *testing.T) {
+	for _, key := range []string{strings.Repeat("é", 64), strings.Repeat("é", 65), "a🔒", strings.Repeat("ß", 200)} {
+		name, err := mysqlName(key, "")
+		if err != nil {
+			t.Fatalf("mysqlName(%q) = %v", key, err)
+		}
+		if n := utf8.RuneCountInString(name); n > 64 {
+			t.Errorf("mysqlName(%q) has %d runes", key, n)
+		}
+		for _, r := range name {
+			if r > 0xFFFF {
+				t.Errorf("mysqlName(%q) = %q has rune %U outside the BMP", key, name, r)
+			}
 		}
 	}
 }
