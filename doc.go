@@ -191,8 +191,12 @@
 // Acquire is called) is sent to the server inside the lock statement. A
 // cancellation is sent from a control connection of the same pool, KILL
 // QUERY on MySQL and MariaDB, pg_cancel_backend on PostgreSQL; it counts
-// toward SetMaxOpenConns. If the control connection cannot cancel the wait
-// within one second, the waiting session is discarded (database/sql closes
+// toward SetMaxOpenConns (keep it idle with SetMaxIdleConns, so a cancel
+// does not wait for a new connection). A cancel that reaches the session
+// before its statement runs is dropped by the server, so dlock sends it
+// again every 50 ms until the statement returns. If the control
+// connection cannot cancel the wait within one second, the waiting
+// session is discarded (database/sql closes
 // it instead of returning it to the pool) and the error also matches
 // [ErrLockLost]. An Acquire with a context that is already done sends
 // nothing.
@@ -212,8 +216,13 @@
 // ErrLockLost. Release of an [Xact] lock is [ErrUnsupported]. On
 // PostgreSQL, Release inside a failed transaction (SQLSTATE 25P02) cannot
 // run: the lock stays held, the Lock stays acquired, and the error says so.
-// [WithLock] always releases; [Connection] releases what fn leaked and
-// reports it with [ErrLeaked].
+// [WithLock] always releases; [Connection] and WithLock release the
+// session locks fn made and left held, and report them with [ErrLeaked].
+//
+// The per-session mutex belongs to the database/sql handle: a Lock on the
+// db.Connection tx (*sql.Conn) and an [Xact] Lock on a transaction begun
+// from it run on one server session but do not share it. database/sql
+// still runs their statements one at a time.
 //
 // # Non-guarantees
 //
@@ -237,6 +246,6 @@
 // the session's lock_timeout, and a wait with a Timeout or a cancellable
 // context costs one extra round trip (the SAVEPOINT probe). Inside a
 // transaction, a wait without a deadline inherits lock_timeout with any
-// driver. A wait ended by an inherited lock_timeout returns (false, nil),
-// as a Timeout would.
+// driver. A wait ended by an inherited lock_timeout returns an error
+// matching [ErrNotAcquired] that wraps the driver's error.
 package dlock
