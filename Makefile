@@ -1,7 +1,7 @@
 # Build and test tasks for github.com/gormdlock/dlock.
 #
-# The repository holds three Go modules: the library (root), the integration
-# tests (tests/) and the examples (examples/). `make test` is the canonical
+# The repository holds four Go modules: the library (root), the integration
+# tests (tests/), the examples (examples/) and the benchmarks (bench/). `make test` is the canonical
 # test command; the integration tests need the databases described in
 # tests/db_test.go and skip a database that is not reachable.
 
@@ -19,7 +19,7 @@ STATICCHECK_VERSION := v0.8.2
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-.PHONY: all test test-unit test-integration demo vet fmt-check fmt ci examples lint staticcheck stress
+.PHONY: all test test-unit test-integration demo vet fmt-check fmt ci examples lint staticcheck stress bench
 
 all: vet fmt-check test
 
@@ -87,3 +87,12 @@ stress:
 	cd tests && DLOCK_STRESS=$(STRESS) $(GO) test -race -count=1 -timeout 20m -v -run 'Stress|ServerRestart' ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzPgKey$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzMySQLName$$' -fuzztime $(FUZZTIME) .
+
+# Benchmarks of dlock against the same SQL written by hand and the Go peers,
+# on the local MariaDB and PostgreSQL (DSNs as for the integration tests):
+# runs every series BENCH_ROUNDS times, interleaved, prints one table per
+# database with ratios against raw SQL, and writes bench/results/.
+BENCH_ROUNDS ?= 3
+
+bench:
+	cd bench && $(GO) run ./cmd/benchtab -rounds $(BENCH_ROUNDS) -out results

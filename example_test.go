@@ -155,3 +155,90 @@ func ExampleConnection() {
 		log.Print(err) // Connection has released "import" already
 	}
 }
+
+// Set a Lock's default wait in New; an option given to Acquire replaces it
+// for that call.
+func ExampleTimeout() {
+	_ = db.Connection(func(tx *gorm.DB) (err error) {
+		lock, err := dlock.New(tx, "reindex", dlock.Timeout(10*time.Second))
+		if err != nil {
+			return err
+		}
+		ok, err := lock.Acquire(ctx) // waits at most 10s
+		if err != nil || !ok {
+			return err
+		}
+		if err := lock.Release(ctx); err != nil {
+			return err
+		}
+		ok, err = lock.Acquire(ctx, dlock.Timeout(time.Second)) // this time at most 1s
+		if err != nil || !ok {
+			return err
+		}
+		return lock.Release(ctx)
+	})
+}
+
+// Skip the work when another instance is doing it: WithLock returns
+// ErrNotAcquired at once instead of waiting.
+func ExampleNoWait() {
+	err := dlock.WithLock(ctx, db, "cache-warmup", func(tx *gorm.DB) error {
+		return nil // the protected work, on tx
+	}, dlock.NoWait())
+	if errors.Is(err, dlock.ErrNotAcquired) {
+		log.Print("another instance is warming the cache")
+	}
+}
+
+// Readers take a shared lock and run side by side; a writer takes the
+// exclusive lock on the same key and waits for them. PostgreSQL only.
+func ExampleShared() {
+	read := func() error {
+		return dlock.WithLock(ctx, db, "price-list", func(tx *gorm.DB) error {
+			return nil // read the price list
+		}, dlock.Shared(), dlock.Timeout(time.Second))
+	}
+	write := func() error {
+		return dlock.WithLock(ctx, db, "price-list", func(tx *gorm.DB) error {
+			return nil // rebuild the price list
+		}, dlock.Timeout(30*time.Second))
+	}
+	if err := errors.Join(read(), write()); err != nil {
+		log.Print(err)
+	}
+}
+
+// Namespace string keys per application and bound how long a release may
+// take.
+func ExamplePlugin() {
+	err := db.Use(dlock.Plugin{
+		KeyPrefix:      "billing:", // "close-month" becomes "billing:close-month"
+		ReleaseTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// A leader checks that its session still holds the lock before each round
+// of work; a killed session shows as ErrLockLost.
+func ExampleLock_Held() {
+	_ = db.Connection(func(tx *gorm.DB) (err error) {
+		lock, err := dlock.New(tx, "leader:scheduler")
+		if err != nil {
+			return err
+		}
+		if ok, err := lock.Acquire(ctx); err != nil || !ok {
+			return err // ctx ended before this instance became the leader
+		}
+		defer func() { err = errors.Join(err, lock.Close(ctx)) }()
+		for range 3 {
+			held, err := lock.Held(ctx)
+			if err != nil || !held {
+				return err // errors.Is(err, dlock.ErrLockLost): another instance leads now
+			}
+			// one round of the leader's work, on tx
+		}
+		return nil
+	})
+}

@@ -111,8 +111,19 @@ func TestInvalidKeys(t *testing.T) {
 	x := 1
 	var nilBytes []byte
 	keys := []any{
-		nil, true, 1.5, float32(2), complex(1, 2), struct{}{}, &x, []int{1},
-		"", []byte{}, nilBytes, keyName(""), keyBlob(nil),
+		nil,
+		true,
+		1.5,
+		float32(2),
+		complex(1, 2),
+		struct{}{},
+		&x,
+		[]int{1},
+		"",
+		[]byte{},
+		nilBytes,
+		keyName(""),
+		keyBlob(nil),
 	}
 	for _, key := range keys {
 		for _, prefix := range []string{"", "app:"} {

@@ -3,11 +3,18 @@ package tests
 // Shared helpers for the integration tests of github.com/gormdlock/dlock.
 //
 // Each test runs against every configured database server. The servers are
-// found like this: the DSN comes from an environment variable
-// (DLOCK_TEST_MYSQL_DSN, DLOCK_TEST_POSTGRES_DSN) and, when that is unset,
-// from the default address of a server on the local machine. A server that
-// does not answer makes its subtests skip, unless CI or DLOCK_TEST_REQUIRE_DB
-// is set, in which case they fail.
+// found like this, once per test binary:
+//
+//  1. the DSN in an environment variable (DLOCK_TEST_MYSQL_DSN,
+//     DLOCK_TEST_POSTGRES_DSN), and only that when it is set;
+//  2. else the default address of a server on the local machine;
+//  3. else, when a Docker engine answers within two seconds, a container
+//     started with testcontainers-go (MariaDB and PostgreSQL images below,
+//     DLOCK_TEST_MARIADB_IMAGE and DLOCK_TEST_POSTGRES_IMAGE override them)
+//     and removed by TestMain when the tests end.
+//
+// A server that cannot be had makes its subtests skip, unless CI or
+// DLOCK_TEST_REQUIRE_DB is set, in which case they fail.
 
 import (
 	"context"
@@ -27,6 +34,11 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 	_ "github.com/gormdlock/dlock"     // the package under test; the tests in this module use it
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/moby/moby/client"
+	"github.com/testcontainers/testcontainers-go"
+	tcmariadb "github.com/testcontainers/testcontainers-go/modules/mariadb"
+	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
+	"go.uber.org/goleak"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -42,12 +54,22 @@ const (
 	defaultMySQLDSN    = "root@tcp(127.0.0.1:3306)/test"
 	defaultPostgresDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
+	envMariaDBImage      = "DLOCK_TEST_MARIADB_IMAGE"
+	envPostgresImage     = "DLOCK_TEST_POSTGRES_IMAGE"
+	defaultMariaDBImage  = "mariadb:11.4"
+	defaultPostgresImage = "postgres:17-alpine"
+
 	dialectMySQL    = "mysql"
 	dialectPostgres = "postgres"
 
 	pingTimeout = 3 * time.Second
-	killTimeout = 5 * time.Second
-	pollStep    = 20 * time.Millisecond
+	// dockerTimeout caps the search for a Docker engine, which is all the
+	// no-Docker path costs, and only when a local server did not answer.
+	dockerTimeout = 2 * time.Second
+	// containerTimeout bounds pulling and starting one container.
+	containerTimeout = 5 * time.Minute
+	killTimeout      = 5 * time.Second
+	pollStep         = 20 * time.Millisecond
 )
 
 // testDB describes one reachable database server. eachBackend hands a fresh
@@ -61,6 +83,9 @@ type testDB struct {
 	DSN string
 	// Version is the server's SELECT VERSION() string.
 	Version string
+	// Source says where the server came from: "$DLOCK_TEST_..._DSN",
+	// "local" or "container <image>".
+	Source string
 
 	obsMu sync.Mutex
 	obs   *sql.DB // independent observer pool, see observer
@@ -73,6 +98,7 @@ type probe struct {
 	dialect string
 	label   string // human name for messages
 	dsn     string
+	source  string // "$DLOCK_TEST_..._DSN", "local" or "container <image>"
 	name    string // subtest name after flavour detection
 	version string
 	err     error
@@ -99,7 +125,7 @@ func eachBackend(t *testing.T, fn func(t *testing.T, b *testDB)) {
 				t.Skipf("no %s at %s; set %s to run (%v)",
 					p.label, redact(p.dialect, p.dsn), p.env, p.err)
 			}
-			b := &testDB{Name: p.name, Dialect: p.dialect, DSN: p.dsn, Version: p.version}
+			b := &testDB{Name: p.name, Dialect: p.dialect, DSN: p.dsn, Version: p.version, Source: p.source}
 			t.Cleanup(b.closeObserver)
 			fn(t, b)
 		})
@@ -119,47 +145,178 @@ func requireVar() string {
 	return ""
 }
 
-// run resolves the DSN, pings the server and detects its flavour.
+// run finds the server: the DSN in p.env if set, else the local default,
+// else a container when a Docker engine answers. It pings the server and
+// detects its flavour.
 func (p *probe) run() {
-	dsn := os.Getenv(p.env)
-	switch p.dialect {
-	case dialectMySQL:
-		if dsn == "" {
-			dsn = defaultMySQLDSN
-		}
-		p.dsn = dsn
-		fixed, err := mysqlDSN(dsn)
-		if err != nil {
-			p.err = fmt.Errorf("bad DSN: %w", err)
-			return
-		}
-		p.dsn = fixed
-	case dialectPostgres:
-		if dsn == "" {
+	dsn, source := os.Getenv(p.env), "$"+p.env
+	if dsn == "" {
+		dsn, source = defaultMySQLDSN, "local"
+		if p.dialect == dialectPostgres {
 			dsn = defaultPostgresDSN
 		}
-		p.dsn = dsn
 	}
+	p.source = source
+	if p.err = p.connect(dsn); p.err == nil || source != "local" {
+		return
+	}
+	localDSN, localErr := p.dsn, p.err
+	cdsn, image, err := startContainer(p.dialect)
+	if err != nil {
+		p.dsn, p.err = localDSN, fmt.Errorf("%w; no container either: %w", localErr, err)
+		return
+	}
+	p.source = "container " + image
+	p.err = p.connect(cdsn)
+}
 
+// connect sets p.dsn from dsn, pings the server and reads its version.
+func (p *probe) connect(dsn string) error {
+	p.dsn = dsn
+	if p.dialect == dialectMySQL {
+		fixed, err := mysqlDSN(dsn)
+		if err != nil {
+			return fmt.Errorf("bad DSN: %w", err)
+		}
+		p.dsn = fixed
+	}
 	db, err := sql.Open(driverName(p.dialect), p.dsn)
 	if err != nil {
-		p.err = err
-		return
+		return err
 	}
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
 	defer cancel()
 	if err := db.PingContext(ctx); err != nil {
-		p.err = err
-		return
+		return err
 	}
 	if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&p.version); err != nil {
-		p.err = err
-		return
+		return err
 	}
+	p.name = p.dialect
 	if p.dialect == dialectMySQL && strings.Contains(p.version, "MariaDB") {
 		p.name = "mariadb"
 	}
+	return nil
+}
+
+var (
+	// The answer of dockerEngine, asked once.
+	dockerOnce sync.Once
+	dockerErr  error
+
+	// Containers started by startContainer, removed by TestMain.
+	containersMu sync.Mutex
+	containers   []testcontainers.Container
+)
+
+// dockerEngine reports whether a Docker engine answers, as testcontainers
+// finds it (DOCKER_HOST, the Docker context, the default socket,
+// ~/.testcontainers.properties). It gives up after dockerTimeout, even if
+// the lookup ignores its context, and asks only once.
+func dockerEngine() error {
+	dockerOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() {
+			cli, err := testcontainers.NewDockerClientWithOpts(ctx)
+			if err != nil {
+				done <- err
+				return
+			}
+			defer cli.Close()
+			_, err = cli.Ping(ctx, client.PingOptions{})
+			done <- err
+		}()
+		select {
+		case dockerErr = <-done:
+		case <-ctx.Done():
+			dockerErr = ctx.Err()
+		}
+		if dockerErr != nil {
+			dockerErr = fmt.Errorf("no Docker engine for testcontainers (DOCKER_HOST, /var/run/docker.sock, Docker context): %w", dockerErr)
+		}
+	})
+	return dockerErr
+}
+
+// startContainer starts a MariaDB or PostgreSQL container with
+// testcontainers-go when a Docker engine answers, and returns its DSN and
+// image. The container is removed by TestMain.
+func startContainer(dialect string) (dsn, image string, err error) {
+	if err := dockerEngine(); err != nil {
+		return "", "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), containerTimeout)
+	defer cancel()
+	var ctr testcontainers.Container
+	switch dialect {
+	case dialectMySQL:
+		image = envOr(envMariaDBImage, defaultMariaDBImage)
+		var c *tcmariadb.MariaDBContainer
+		c, err = tcmariadb.Run(ctx, image,
+			tcmariadb.WithDatabase("test"), tcmariadb.WithUsername("root"), tcmariadb.WithPassword(""))
+		if c != nil {
+			ctr = c
+			if err == nil {
+				dsn, err = c.ConnectionString(ctx)
+			}
+		}
+	default:
+		image = envOr(envPostgresImage, defaultPostgresImage)
+		var c *tcpostgres.PostgresContainer
+		c, err = tcpostgres.Run(ctx, image,
+			tcpostgres.WithDatabase("test"), tcpostgres.WithUsername("postgres"),
+			tcpostgres.WithPassword("dlock"), tcpostgres.BasicWaitStrategies())
+		if c != nil {
+			ctr = c
+			if err == nil {
+				dsn, err = c.ConnectionString(ctx, "sslmode=disable")
+			}
+		}
+	}
+	if ctr != nil {
+		containersMu.Lock()
+		containers = append(containers, ctr)
+		containersMu.Unlock()
+	}
+	if err != nil {
+		return "", image, fmt.Errorf("start %s container: %w", image, err)
+	}
+	return dsn, image, nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// TestMain runs the tests, then removes the containers they started.
+func TestMain(m *testing.M) {
+	before := goleak.IgnoreCurrent()
+	code := m.Run()
+	containersMu.Lock()
+	for _, c := range containers {
+		if err := testcontainers.TerminateContainer(c); err != nil {
+			fmt.Fprintf(os.Stderr, "remove container: %v\n", err)
+		}
+	}
+	containersMu.Unlock()
+	// No goroutine of dlock's (watchers, discards) or of the pools the
+	// tests opened may outlive the tests.
+	if code == 0 {
+		// GORM's PrepareStmt cache runs a goroutine per pool that it never
+		// stops; it is not dlock's.
+		gormLRU := goleak.IgnoreTopFunction("gorm.io/gorm/internal/lru.NewLRU[...].func1")
+		if err := goleak.Find(before, gormLRU); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines outlived the tests: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // mysqlDSN adds interpolateParams=true and parseTime=true to a
@@ -420,6 +577,6 @@ func TestDatabasesReachable(t *testing.T) {
 		if one != 1 {
 			t.Fatalf("SELECT 1 = %d", one)
 		}
-		t.Logf("%s %s", b.Name, b.Version)
+		t.Logf("%s %s (%s)", b.Name, b.Version, b.Source)
 	})
 }

@@ -11,27 +11,22 @@
 //	DLOCK_TEST_MYSQL_DSN     default root@tcp(127.0.0.1:3306)/test
 //	DLOCK_TEST_POSTGRES_DSN  default postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 //
-// A database that cannot be reached is skipped. Run it with `make demo`.
+// and, when neither answers, in containers started with testcontainers-go
+// if a Docker engine runs. A database that cannot be reached is skipped.
+// Run it with `make demo`.
 package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/gormdlock/dlock"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
+	"github.com/gormdlock/dlock/examples/internal/exampledb"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 )
 
 const (
@@ -41,110 +36,25 @@ const (
 	holdFor  = 200 * time.Millisecond
 )
 
-type target struct {
-	name   string // printed label; "mysql" becomes "mariadb" on MariaDB
-	env    string
-	def    string
-	driver string // database/sql driver name
-	fixDSN func(dsn string) (string, error)
-	gorm   func(conn *sql.DB) gorm.Dialector
-}
+func main() { exampledb.Main(run) }
 
-var targets = []target{
-	{
-		name: "mysql", env: "DLOCK_TEST_MYSQL_DSN", def: "root@tcp(127.0.0.1:3306)/test",
-		driver: "mysql", fixDSN: mysqlDSN,
-		gorm: func(conn *sql.DB) gorm.Dialector { return mysql.New(mysql.Config{Conn: conn}) },
-	},
-	{
-		name: "postgres", env: "DLOCK_TEST_POSTGRES_DSN", def: "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
-		driver: "pgx", fixDSN: func(dsn string) (string, error) { return dsn, nil },
-		gorm: func(conn *sql.DB) gorm.Dialector { return postgres.New(postgres.Config{Conn: conn}) },
-	},
-}
-
-// mysqlDSN adds the parameters GORM wants to a go-sql-driver/mysql DSN.
-func mysqlDSN(dsn string) (string, error) {
-	cfg, err := gomysql.ParseDSN(dsn)
+// run runs the workers on one database.
+func run(ctx context.Context, s *exampledb.Server) error {
+	db, err := s.Open(ctx) // gorm.Open and db.Use(dlock.Plugin{})
 	if err != nil {
-		return "", err
+		return err
 	}
-	cfg.InterpolateParams = true
-	cfg.ParseTime = true
-	return cfg.FormatDSN(), nil
-}
-
-func main() {
-	ctx := context.Background()
-	failed := false
-	for _, t := range targets {
-		if err := run(ctx, t); err != nil {
-			fmt.Fprintf(os.Stderr, "[%s] error: %v\n", t.name, err)
-			failed = true
-		}
-	}
-	if failed {
-		os.Exit(1)
-	}
-}
-
-// run connects to one database and runs the workers. An unreachable
-// database is reported and skipped; it is not an error.
-func run(ctx context.Context, t target) error {
-	dsn := os.Getenv(t.env)
-	if dsn == "" {
-		dsn = t.def
-	}
-	dsn, err := t.fixDSN(dsn)
-	if err != nil {
-		return fmt.Errorf("bad %s: %w", t.env, err)
-	}
-	sqlDB, err := sql.Open(t.driver, dsn)
-	if err != nil {
-		return fmt.Errorf("bad %s: %w", t.env, err)
-	}
-	defer sqlDB.Close()
 	// Each worker pins one session while it waits for and holds the lock;
 	// leave room for them plus a control connection.
-	sqlDB.SetMaxOpenConns(8)
-
-	pingCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if err := sqlDB.PingContext(pingCtx); err != nil {
-		where := t.def + " (set " + t.env + " to use another)"
-		if os.Getenv(t.env) != "" {
-			where = "$" + t.env // may hold a password: not printed
-		}
-		fmt.Printf("[%s] skipped: no server at %s: %v\n", t.name, where, err)
-		return nil
-	}
-
-	db, err := gorm.Open(t.gorm(sqlDB), &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)})
+	sqlDB, err := db.DB()
 	if err != nil {
 		return err
 	}
-	var version string
-	if err := db.WithContext(ctx).Raw("SELECT VERSION()").Scan(&version).Error; err != nil {
-		return err
-	}
-	name := t.name
-	if strings.Contains(version, "MariaDB") {
-		name = "mariadb"
-	}
-	if short, _, ok := strings.Cut(version, " ("); ok {
-		version = short // "PostgreSQL 15.4 (Debian ...) on x86_64..." is long
-	}
+	sqlDB.SetMaxOpenConns(8)
 
-	if err := db.Use(dlock.Plugin{}); err != nil {
-		return fmt.Errorf("register plugin: %w", err)
-	}
+	s.Printf("%d workers, %d rounds each, one lock %q", workers, rounds, lockName)
 
-	fmt.Printf("[%s] %d workers, %d rounds each, one lock %q (%s)\n", name, workers, rounds, lockName, version)
-
-	start := time.Now()
-	stamp := func() string { return fmt.Sprintf("+%.3fs", time.Since(start).Seconds()) }
 	var holders, maxHolders atomic.Int32
-
 	var wg sync.WaitGroup
 	errs := make([]error, workers)
 	for w := 1; w <= workers; w++ {
@@ -159,9 +69,9 @@ func run(ctx context.Context, t target) error {
 							break
 						}
 					}
-					fmt.Printf("[%s] worker %d holds %s at %s\n", name, w, lockName, stamp())
+					s.Printf("worker %d holds %s", w, lockName)
 					time.Sleep(holdFor)
-					fmt.Printf("[%s] worker %d releases %s at %s\n", name, w, lockName, stamp())
+					s.Printf("worker %d releases %s", w, lockName)
 					return nil
 				}, dlock.Timeout(5*time.Second))
 				if err != nil {
@@ -178,7 +88,6 @@ func run(ctx context.Context, t target) error {
 	if m := maxHolders.Load(); m != 1 {
 		return fmt.Errorf("%d workers held %s at the same time", m, lockName)
 	}
-	fmt.Printf("[%s] done in %s: %d holds, never more than one holder at a time\n",
-		name, stamp(), workers*rounds)
+	s.Printf("done: %d holds, never more than one holder at a time", workers*rounds)
 	return nil
 }
