@@ -88,14 +88,19 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 	if s.dead {
 		return false, fmt.Errorf("%w: the session was discarded earlier", ErrLockLost)
 	}
+	if s.id == 0 {
+		// Once per session: the server's id of the session, which the
+		// cancel and the bound of short statements need.
+		if err := l.probeSessionID(ctx); err != nil {
+			return false, l.statementFailed(err)
+		}
+	}
 	sctx := context.WithoutCancel(ctx)
 	hk := holdKey{l.dbKey, l.mode.shared}
 	if s.counts[hk] > 0 {
 		// The session already holds it in this mode: the server grants at
 		// once, so the statement needs no wait and cannot be left in doubt.
-		qctx, cancel := l.shortCtx(ctx)
-		ok, err := l.be.lock(qctx, l.q, l.tx, l.dbKey, l.mode, bound{try: true}, nil)
-		cancel()
+		ok, err := l.try(ctx)
 		if err == nil && ok {
 			s.add(l)
 			return true, nil
@@ -140,13 +145,13 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 			}
 		}
 	}
-	if b.try {
-		qctx, cancel := l.shortCtx(ctx)
-		ok, err := l.be.lock(qctx, l.q, l.tx, l.dbKey, l.mode, b, nil)
-		cancel()
-		if err != nil {
-			return false, l.lockFailed(ctx, err, cancelNone, false, false)
-		}
+	// One try first, a short statement that cannot wait: a free lock costs
+	// one round trip and no watching. A busy one is then waited for.
+	ok, err := l.try(ctx)
+	if err != nil {
+		return false, l.lockFailed(ctx, err, cancelNone, false, false)
+	}
+	if ok || b.try {
 		if ok {
 			s.add(l)
 		}
@@ -154,22 +159,17 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 	}
 
 	b.cancellable = ctx.Done() != nil || cut > 0
-	if b.cancellable && s.id == 0 {
-		qctx, cancel := l.shortCtx(ctx)
-		id, err := l.be.sessionID(qctx, l.q)
-		cancel()
-		if err != nil {
-			return false, l.statementFailed(err)
-		}
-		s.id = id
-	}
-	stmtCtx, drop := context.WithCancel(sctx)
-	defer drop()
+	stmtCtx := sctx
 	var w *watcher
 	if b.cancellable {
+		// The watcher's last resort drops the statement's context, which
+		// makes the driver close the session.
+		var drop context.CancelFunc
+		stmtCtx, drop = context.WithCancel(sctx)
+		defer drop()
 		w = &watcher{l: l, ctx: ctx, cut: cut, fromCtx: fromCtx, drop: drop}
 	}
-	ok, err := l.be.lock(stmtCtx, l.q, l.tx, l.dbKey, l.mode, b, w)
+	ok, err = l.be.lock(stmtCtx, l.q, l.tx, l.dbKey, l.mode, b, w)
 	reason := w.reason() // the watcher has stopped: no cancel is in flight
 
 	if err == nil && ok {
@@ -191,7 +191,7 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 // lockFailed settles a lock statement that returned an error. The caller
 // holds the session mutex.
 func (l *Lock) lockFailed(ctx context.Context, err error, reason int32, fromCtx, bounded bool) error {
-	f := l.be.classify(err)
+	f := l.classify(err)
 	switch f {
 	case failLost:
 		l.sess.discard(l.q)
@@ -242,16 +242,17 @@ func (l *Lock) dropStrayHold(ctx context.Context) error {
 	if l.mode.xact {
 		return nil
 	}
-	qctx, cancel := l.shortCtx(ctx)
-	defer cancel()
-	held, err := l.be.held(qctx, l.q, l.dbKey, l.mode)
-	if err == nil && held {
-		var released bool
-		released, err = l.be.unlock(qctx, l.q, l.dbKey, l.mode)
+	err := l.short(ctx, func(qctx context.Context) error {
+		held, err := l.be.held(qctx, l.q, l.dbKey, l.mode)
+		if err != nil || !held {
+			return err
+		}
+		released, err := l.be.unlock(qctx, l.q, l.dbKey, l.mode)
 		if err == nil && !released {
 			err = errors.New("dlock: the stray hold could not be released")
 		}
-	}
+		return err
+	})
 	if err != nil {
 		l.sess.discard(l.q)
 		return errors.Join(ErrLockLost, fmt.Errorf("dlock: could not make sure no hold was left; the session was discarded: %w", err))
@@ -261,20 +262,35 @@ func (l *Lock) dropStrayHold(ctx context.Context) error {
 
 // statementFailed maps the error of a short statement (no wait).
 func (l *Lock) statementFailed(err error) error {
-	if l.be.classify(err) == failLost {
+	if l.classify(err) == failLost {
 		l.sess.discard(l.q)
 		return errors.Join(ErrLockLost, err)
 	}
 	return errors.Join(ErrNotAcquired, err)
 }
 
-// shortCtx bounds a short statement: ctx without its cancellation, and
-// the Plugin's ReleaseTimeout or ctx's deadline, whichever is later. When
-// the bound runs out the driver closes the session.
-func (l *Lock) shortCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	d := l.reg.cfg.ReleaseTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		d = max(d, time.Until(dl))
+// try runs the lock statement once, without waiting, as a short statement.
+func (l *Lock) try(ctx context.Context) (ok bool, err error) {
+	err = l.short(ctx, func(qctx context.Context) error {
+		var err error
+		ok, err = l.be.lock(qctx, l.q, l.tx, l.dbKey, l.mode, bound{try: true}, nil)
+		return err
+	})
+	return ok && err == nil, err
+}
+
+// probeSessionID learns the server's id of the session: from the driver
+// where it tells (pgx), else with one query.
+func (l *Lock) probeSessionID(ctx context.Context) error {
+	if id, ok := driverSessionID(l.q); ok {
+		l.sess.id = id
+		return nil
 	}
-	return context.WithTimeout(context.WithoutCancel(ctx), d)
+	qctx, cancel := l.shortCtx(ctx)
+	defer cancel()
+	id, err := l.be.sessionID(qctx, l.q)
+	if err == nil {
+		l.sess.id = id
+	}
+	return err
 }

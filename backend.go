@@ -55,6 +55,9 @@ type backend interface {
 	// cancel cancels the statement that session id is running, from a
 	// control connection taken from pool.
 	cancel(ctx context.Context, pool *sql.DB, id int64) error
+	// terminate ends session id, from a control connection taken from
+	// pool, and with it every lock the session holds.
+	terminate(ctx context.Context, pool *sql.DB, id int64) error
 	// classify says what an error from the other methods means.
 	classify(err error) failure
 }

@@ -244,9 +244,9 @@ func (l *Lock) Release(ctx context.Context) error {
 // release runs the release statement under the session mutex.
 func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 	s := l.sess
-	rctx, cancel := l.shortCtx(ctx)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.shortBound(ctx))
 	defer cancel()
-	if err := s.acquire(rctx); err != nil {
+	if err := s.acquire(wctx); err != nil {
 		// Another statement sequence occupies the session for longer than
 		// the release bound: the lock cannot be released, so the session
 		// must not go back to the pool.
@@ -265,14 +265,19 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 	if !s.remove(l) {
 		return false, fmt.Errorf("%w: released by dlock.Connection as leaked", ErrLockLost)
 	}
-	ok, err := l.be.unlock(rctx, l.q, l.dbKey, l.mode)
+	var ok bool
+	err = l.short(ctx, func(qctx context.Context) error {
+		var err error
+		ok, err = l.be.unlock(qctx, l.q, l.dbKey, l.mode)
+		return err
+	})
 	switch {
 	case err == nil && ok:
 		return false, nil
 	case err == nil:
 		return false, fmt.Errorf("%w: the server says it was not held", ErrLockLost)
 	}
-	switch l.be.classify(err) {
+	switch l.classify(err) {
 	case failTxAborted:
 		s.add(l)
 		return true, fmt.Errorf("dlock: cannot release inside a failed transaction; the lock is still held, release it after the rollback: %w", err)
@@ -332,15 +337,17 @@ func (l *Lock) Held(ctx context.Context) (bool, error) {
 	if s.dead {
 		err = fmt.Errorf("%w: the session was discarded", ErrLockLost)
 	} else {
-		qctx, cancel := l.shortCtx(ctx)
-		held, err = l.be.held(qctx, l.q, l.dbKey, l.mode)
-		cancel()
+		err = l.short(ctx, func(qctx context.Context) error {
+			var err error
+			held, err = l.be.held(qctx, l.q, l.dbKey, l.mode)
+			return err
+		})
 		switch {
 		case err == nil:
 		case l.tx == txOpen && errors.Is(err, sql.ErrTxDone):
 			s.lose()
 			err = nil
-		case l.be.classify(err) == failLost:
+		case l.classify(err) == failLost:
 			s.discard(l.q)
 			err = errors.Join(ErrLockLost, err)
 		default:

@@ -29,6 +29,7 @@ const mysqlForever = 365 * 24 * time.Hour
 //	held               SELECT IS_USED_LOCK(N) = CONNECTION_ID()
 //	session id         SELECT CONNECTION_ID()
 //	cancel (control)   KILL QUERY <session id>
+//	end a hung session KILL CONNECTION <session id>
 type mysqlBackend struct {
 	mariadb bool
 }
@@ -126,6 +127,12 @@ func (*mysqlBackend) sessionID(ctx context.Context, q querier) (int64, error) {
 // cancel that loses the race with the grant does no harm.
 func (*mysqlBackend) cancel(ctx context.Context, pool *sql.DB, id int64) error {
 	_, err := pool.ExecContext(ctx, "KILL QUERY "+strconv.FormatInt(id, 10))
+	return err
+}
+
+// terminate ends session id and its locks.
+func (*mysqlBackend) terminate(ctx context.Context, pool *sql.DB, id int64) error {
+	_, err := pool.ExecContext(ctx, "KILL CONNECTION "+strconv.FormatInt(id, 10))
 	return err
 }
 

@@ -23,6 +23,7 @@ import (
 //	held               SELECT EXISTS (SELECT 1 FROM pg_locks WHERE ... pid = pg_backend_pid())
 //	session id         SELECT pg_backend_pid()
 //	cancel (control)   SELECT pg_cancel_backend($1)
+//	end a hung session SELECT pg_terminate_backend($1)
 //
 // set_config(..., true) outside a transaction block lasts for the one
 // statement, so the session's lock_timeout is never changed. Inside an
@@ -170,21 +171,43 @@ func pgInTransaction(ctx context.Context, q querier, tx txState) (bool, error) {
 // status ('I' idle, 'T' in a transaction, 'E' failed) without importing
 // pgx: (*stdlib.Conn).Conn().PgConn().TxStatus().
 func pgxTxStatus(c *sql.Conn) (status byte, known bool) {
+	v, ok := pgxCall(c, "TxStatus")
+	if ok && v.Kind() == reflect.Uint8 {
+		return byte(v.Uint()), true
+	}
+	return 0, false
+}
+
+// driverSessionID returns the server's id of the session when the driver
+// tells it without a query: pgx's (*stdlib.Conn).Conn().PgConn().PID().
+func driverSessionID(q querier) (int64, bool) {
+	c, ok := q.(*sql.Conn)
+	if !ok {
+		return 0, false
+	}
+	v, ok := pgxCall(c, "PID")
+	if ok && v.Kind() == reflect.Uint32 && v.Uint() != 0 {
+		return int64(v.Uint()), true
+	}
+	return 0, false
+}
+
+// pgxCall calls Conn().PgConn().<method>() on the driver connection of c,
+// if it has that shape, and returns the result.
+func pgxCall(c *sql.Conn, method string) (result reflect.Value, ok bool) {
 	_ = c.Raw(func(dc any) error {
 		v := reflect.ValueOf(dc)
-		for _, name := range []string{"Conn", "PgConn", "TxStatus"} {
+		for _, name := range []string{"Conn", "PgConn", method} {
 			m := v.MethodByName(name)
 			if !m.IsValid() || m.Type().NumIn() != 0 || m.Type().NumOut() != 1 {
 				return nil
 			}
 			v = m.Call(nil)[0]
 		}
-		if v.Kind() == reflect.Uint8 {
-			status, known = byte(v.Uint()), true
-		}
+		result, ok = v, true
 		return nil
 	})
-	return status, known
+	return result, ok
 }
 
 func (pgBackend) unlock(ctx context.Context, q querier, k any, o options) (bool, error) {
@@ -221,6 +244,12 @@ func (pgBackend) sessionID(ctx context.Context, q querier) (int64, error) {
 func (pgBackend) cancel(ctx context.Context, pool *sql.DB, id int64) error {
 	var ok bool
 	return pool.QueryRowContext(ctx, "SELECT pg_cancel_backend($1)", id).Scan(&ok)
+}
+
+// terminate ends backend id and its locks.
+func (pgBackend) terminate(ctx context.Context, pool *sql.DB, id int64) error {
+	var ok bool
+	return pool.QueryRowContext(ctx, "SELECT pg_terminate_backend($1)", id).Scan(&ok)
 }
 
 func (pgBackend) classify(err error) failure {

@@ -10,32 +10,41 @@ import (
 	"github.com/gormdlock/dlock"
 )
 
-// When a release's outcome cannot be known, the session is discarded:
-// with a pool of one connection, the next session is a new one and holds
-// nothing, and the lock is free.
-func TestUnknownReleaseOutcomeDiscardsSession(t *testing.T) {
+// When a release cannot finish within ReleaseTimeout (here the session is
+// busy with a long statement of the user's), dlock ends the session from a
+// control connection: Release returns ErrLockLost, the lock is free, and
+// the pool of one connection hands out a new session, never the old one.
+func TestHungReleaseEndsSession(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *testDB) {
-		// A release bound that has run out before the statement is sent:
-		// database/sql refuses it, the session keeps the lock.
-		db := b.openLocked(t, dlock.Plugin{ReleaseTimeout: time.Nanosecond})
+		db := b.openLocked(t, dlock.Plugin{ReleaseTimeout: 300 * time.Millisecond})
 		sqlDB, _ := db.DB()
-		sqlDB.SetMaxOpenConns(1)
+		sqlDB.SetMaxOpenConns(2) // the pinned session and one control connection
 		tx, conn := pin(t, db)
 		first := b.SessionID(t, conn)
 		l, err := dlock.New(tx, b.UniqueKey(t))
 		if err != nil {
 			t.Fatalf("New() = %v", err)
 		}
-		mustAcquire(t, l) // a wait is not bounded by ReleaseTimeout
+		mustAcquire(t, l)
+		sleep := "SELECT SLEEP(10)"
+		if b.Dialect == dialectPostgres {
+			sleep = "SELECT pg_sleep(10)"
+		}
+		go func() { _, _ = conn.ExecContext(context.Background(), sleep) }()
+		waitForStatement(t, b, first, "SLEEP")
+		start := time.Now()
 		err = l.Release(context.Background())
 		if !errors.Is(err, dlock.ErrLockLost) {
 			t.Fatalf("Release() = %v, want ErrLockLost", err)
 		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("Release() took %v", d)
+		}
 		if l.Acquired() {
 			t.Fatalf("Acquired() = true after a failed release")
 		}
-		_ = conn.Close()
 		waitFree(t, b, l)
+		_ = conn.Close()
 		next, err := sqlDB.Conn(context.Background())
 		if err != nil {
 			t.Fatalf("Conn() = %v", err)
@@ -45,6 +54,27 @@ func TestUnknownReleaseOutcomeDiscardsSession(t *testing.T) {
 			t.Fatalf("the pool gave back session %d, which failed to release its lock", id)
 		}
 	})
+}
+
+// waitForStatement waits until session id runs a statement containing s.
+func waitForStatement(t testing.TB, b *testDB, id int64, s string) {
+	t.Helper()
+	q := "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ? AND UPPER(INFO) LIKE ?"
+	if b.Dialect == dialectPostgres {
+		q = "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND upper(query) LIKE $2"
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var n int
+		if err := b.observer(t).QueryRowContext(context.Background(), q, id, "%"+s+"%").Scan(&n); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		if n > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("session %d never ran %s", id, s)
 }
 
 // A killed holder: its pool never hands out the dead session again, a
