@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// triesSkippedWhenBusy is how many acquires of a Lock skip the first
+// try after a try found the lock busy.
+const triesSkippedWhenBusy = 8
+
 // controlTimeout bounds the cancel sent from a control connection, and
 // then the wait for the cancelled statement to return. When either runs
 // out, the waiting session is discarded.
@@ -88,9 +92,10 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 	if s.dead {
 		return false, fmt.Errorf("%w: the session was discarded earlier", ErrLockLost)
 	}
-	if s.id == 0 {
+	if s.id == 0 && !l.lazyID {
 		// Once per session: the server's id of the session, which the
-		// cancel and the bound of short statements need.
+		// cancel and the bound of short statements need (free with pgx,
+		// one query with other drivers).
 		if err := l.probeSessionID(ctx); err != nil {
 			return false, l.statementFailed(err)
 		}
@@ -146,19 +151,33 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		}
 	}
 	// One try first, a short statement that cannot wait: a free lock costs
-	// one round trip and no watching. A busy one is then waited for.
-	ok, err := l.try(ctx)
-	if err != nil {
-		return false, l.lockFailed(ctx, err, cancelNone, false, false)
-	}
-	if ok || b.try {
-		if ok {
-			s.add(l)
+	// one round trip and no watching. A busy one is then waited for. After
+	// a busy try the next few acquires of this Lock go straight to the
+	// wait, so that a contended lock does not pay the try every time.
+	var ok bool
+	var err error
+	if b.try || l.skipTries == 0 {
+		ok, err = l.try(ctx)
+		if err != nil {
+			return false, l.lockFailed(ctx, err, cancelNone, false, false)
 		}
-		return ok, nil
+		if ok || b.try {
+			if ok {
+				s.add(l)
+			}
+			return ok, nil
+		}
+		l.skipTries = triesSkippedWhenBusy
+	} else {
+		l.skipTries--
 	}
 
 	b.cancellable = ctx.Done() != nil || cut > 0
+	if b.cancellable && s.id == 0 {
+		if err := l.probeSessionID(ctx); err != nil {
+			return false, l.statementFailed(err)
+		}
+	}
 	stmtCtx := sctx
 	var w *watcher
 	if b.cancellable {

@@ -90,6 +90,10 @@ type Lock struct {
 	sess  *session
 	seq   uint64
 
+	// Used only inside acquire, which runs for one Acquire at a time.
+	skipTries int  // acquires left that skip the first try
+	lazyID    bool // probe the session id only when a wait needs it
+
 	mu    sync.Mutex
 	state state
 }

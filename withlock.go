@@ -44,12 +44,16 @@ func WithLock(ctx context.Context, db *gorm.DB, key any, fn func(tx *gorm.DB) er
 		mode = append(mode, Xact())
 	}
 	wait := options{wait: o.wait, timeout: o.timeout, waitOpts: o.waitOpts}
+	_, pinned := db.Statement.ConnPool.(*sql.Conn)
 	run := func(tx *gorm.DB) (err error) {
 		tx = tx.WithContext(ctx)
 		l, err := New(tx, key, mode...)
 		if err != nil {
 			return err
 		}
+		// A session pinned for this one call does not pay a query for its
+		// id unless a wait needs it.
+		l.lazyID = !pinned
 		ok, err := l.acquireWith(ctx, wait)
 		switch {
 		case err != nil && !errors.Is(err, ErrNotAcquired):
