@@ -39,6 +39,12 @@
 //
 // # Backends
 //
+// Acquire first sends the try-once statement; only when it finds the lock
+// busy does it send the waiting statement (and for the next eight Acquire
+// calls of that Lock it goes straight to the wait). Uncontended, an
+// Acquire and a Release are one round trip each, plus one query per
+// session for its id (none with pgx).
+//
 // [Plugin.Initialize] picks the backend from the dialect name ("mysql" for
 // MySQL and MariaDB, "postgres" for PostgreSQL) and the server flavour from
 // SELECT VERSION(), once per pool. Lock statements go straight to the pinned
@@ -56,6 +62,7 @@
 //	held               SELECT IS_USED_LOCK(N) = CONNECTION_ID()
 //	session id         SELECT CONNECTION_ID()
 //	cancel (control)   KILL QUERY <session id>
+//	end (control)      KILL CONNECTION <session id>
 //
 // S is never negative (a negative timeout makes MariaDB return NULL at
 // once). Waiting until acquired sends one year, 31536000. MariaDB takes
@@ -76,8 +83,9 @@
 //	held               SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
 //	                     AND pid = pg_backend_pid() AND granted AND classid = $1
 //	                     AND objid = $2 AND objsubid = 1 AND mode = $3)
-//	session id         SELECT pg_backend_pid()
+//	session id         SELECT pg_backend_pid() (none with pgx: the driver knows it)
 //	cancel (control)   SELECT pg_cancel_backend($1)
+//	end (control)      SELECT pg_terminate_backend($1)
 //
 // $2 in the timed acquire is the wait in milliseconds. Outside a
 // transaction block set_config(..., true) lasts for the one statement, so
@@ -210,12 +218,18 @@
 //
 // [Lock.Release] and [Lock.Close] run with ctx's values but not its
 // cancellation, bounded by [Plugin].ReleaseTimeout (5 seconds by default;
-// a later ctx deadline lengthens the bound, never shortens it). A release
-// whose outcome cannot be known discards the session, so that a lock dlock
-// failed to release cannot go back to the pool; the error matches
-// ErrLockLost. Release of an [Xact] lock is [ErrUnsupported]. On
-// PostgreSQL, Release inside a failed transaction (SQLSTATE 25P02) cannot
-// run: the lock stays held, the Lock stays acquired, and the error says so.
+// a later ctx deadline lengthens the bound, never shortens it); so do the
+// try-once statement and [Lock.Held]. Once the session's id is known the
+// bound is a timer: a statement that outlives it has its session ended
+// from a control connection (KILL CONNECTION, pg_terminate_backend), which
+// ends the session's locks, and the call returns an error matching
+// ErrLockLost. Before that the bound is a driver deadline. A release whose
+// outcome cannot be known discards the session, so that a lock dlock
+// failed to release cannot go back to the pool. If no connection at all
+// reaches the server, Release returns when the driver or TCP gives up.
+// Release of an [Xact] lock is [ErrUnsupported]. On PostgreSQL, Release
+// inside a failed transaction (SQLSTATE 25P02) cannot run: the lock stays
+// held, the Lock stays acquired, and the error says so.
 // [WithLock] always releases; [Connection] and WithLock release the
 // session locks fn made and left held, and report them with [ErrLeaked].
 //
