@@ -188,7 +188,7 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		defer drop()
 		w = &watcher{l: l, ctx: ctx, cut: cut, fromCtx: fromCtx, drop: drop}
 	}
-	ok, err = l.be.lock(stmtCtx, l.q, l.tx, l.dbKey, l.mode, b, w)
+	ok, err = l.be.lock(stmtCtx, l.q, l.tx, l.sk, l.mode, b, w)
 	reason := w.reason() // the watcher has stopped: no cancel is in flight
 
 	if err == nil && ok {
@@ -262,11 +262,11 @@ func (l *Lock) dropStrayHold(ctx context.Context) error {
 		return nil
 	}
 	err := l.short(ctx, func(qctx context.Context) error {
-		held, err := l.be.held(qctx, l.q, l.dbKey, l.mode)
+		held, err := l.be.held(qctx, l.q, l.sk, l.mode)
 		if err != nil || !held {
 			return err
 		}
-		released, err := l.be.unlock(qctx, l.q, l.dbKey, l.mode)
+		released, err := l.be.unlock(qctx, l.q, l.sk, l.mode)
 		if err == nil && !released {
 			err = errors.New("dlock: the stray hold could not be released")
 		}
@@ -292,7 +292,7 @@ func (l *Lock) statementFailed(err error) error {
 func (l *Lock) try(ctx context.Context) (ok bool, err error) {
 	err = l.short(ctx, func(qctx context.Context) error {
 		var err error
-		ok, err = l.be.lock(qctx, l.q, l.tx, l.dbKey, l.mode, bound{try: true}, nil)
+		ok, err = l.be.lock(qctx, l.q, l.tx, l.sk, l.mode, bound{try: true}, nil)
 		return err
 	})
 	return ok && err == nil, err

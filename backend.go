@@ -36,6 +36,10 @@ const (
 type backend interface {
 	// dbKey maps a user key to what the server sees.
 	dbKey(key any, prefix string) (any, error)
+	// stmtKey returns what the statement methods take as k for a dbKey:
+	// the dbKey itself, or a form with the statements' fixed text built
+	// once per Lock.
+	stmtKey(dbKey any) any
 	// checkMode refuses the mode options the server cannot do.
 	checkMode(o options) error
 	// serverWait returns the wait to send to the server for a wanted wait

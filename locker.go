@@ -81,6 +81,7 @@ type Lock struct {
 	db    *gorm.DB
 	key   any
 	dbKey any
+	sk    any // the backend's form of dbKey for its statements
 	mode  options // shared, xact
 	wait  options // default wait, from New
 	reg   registration
@@ -127,6 +128,7 @@ func New(tx *gorm.DB, key any, opts ...Option) (*Lock, error) {
 	if l.dbKey, err = l.be.dbKey(key, reg.cfg.KeyPrefix); err != nil {
 		return nil, err
 	}
+	l.sk = l.be.stmtKey(l.dbKey)
 	if err := l.be.checkMode(l.mode); err != nil {
 		return nil, err
 	}
@@ -272,7 +274,7 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 	var ok bool
 	err = l.short(ctx, func(qctx context.Context) error {
 		var err error
-		ok, err = l.be.unlock(qctx, l.q, l.dbKey, l.mode)
+		ok, err = l.be.unlock(qctx, l.q, l.sk, l.mode)
 		return err
 	})
 	switch {
@@ -343,7 +345,7 @@ func (l *Lock) Held(ctx context.Context) (bool, error) {
 	} else {
 		err = l.short(ctx, func(qctx context.Context) error {
 			var err error
-			held, err = l.be.held(qctx, l.q, l.dbKey, l.mode)
+			held, err = l.be.held(qctx, l.q, l.sk, l.mode)
 			return err
 		})
 		switch {

@@ -38,6 +38,23 @@ func (*mysqlBackend) dbKey(key any, prefix string) (any, error) {
 	return mysqlName(key, prefix)
 }
 
+// mysqlStmts is a lock name with the fixed text of its statements,
+// built once per Lock.
+type mysqlStmts struct {
+	lit     string // the name as a hex literal
+	try     string // SELECT GET_LOCK(lit, 0)
+	release string // SELECT RELEASE_LOCK(lit)
+}
+
+func (*mysqlBackend) stmtKey(dbKey any) any {
+	lit := mysqlLiteral(dbKey.(string))
+	return &mysqlStmts{
+		lit:     lit,
+		try:     "SELECT GET_LOCK(" + lit + ", 0)",
+		release: "SELECT RELEASE_LOCK(" + lit + ")",
+	}
+}
+
 func (*mysqlBackend) checkMode(o options) error {
 	switch {
 	case o.shared:
@@ -75,12 +92,13 @@ func (b *mysqlBackend) mysqlSeconds(bd bound) string {
 	}
 }
 
-// lockSQL returns the acquire statement for name and bound.
-func (b *mysqlBackend) lockSQL(name string, bd bound) string {
-	call := "GET_LOCK(" + mysqlLiteral(name) + ", " + b.mysqlSeconds(bd) + ")"
+// lockSQL returns the acquire statement for the name and bound.
+func (b *mysqlBackend) lockSQL(k *mysqlStmts, bd bound) string {
+	if bd.try {
+		return k.try
+	}
+	call := "GET_LOCK(" + k.lit + ", " + b.mysqlSeconds(bd) + ")"
 	switch {
-	case bd.try:
-		return "SELECT " + call
 	case b.mariadb:
 		// An inherited max_statement_time would end the wait early.
 		return "SET STATEMENT max_statement_time=0 FOR SELECT " + call
@@ -93,7 +111,7 @@ func (b *mysqlBackend) lockSQL(name string, bd bound) string {
 func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ options, bd bound, w *watcher) (bool, error) {
 	var r sql.NullInt64
 	w.start()
-	err := q.QueryRowContext(ctx, b.lockSQL(k.(string), bd)).Scan(&r)
+	err := q.QueryRowContext(ctx, b.lockSQL(k.(*mysqlStmts), bd)).Scan(&r)
 	w.stop()
 	if err != nil {
 		return false, err
@@ -106,13 +124,13 @@ func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ 
 
 func (*mysqlBackend) unlock(ctx context.Context, q querier, k any, _ options) (bool, error) {
 	var r sql.NullInt64
-	err := q.QueryRowContext(ctx, "SELECT RELEASE_LOCK("+mysqlLiteral(k.(string))+")").Scan(&r)
+	err := q.QueryRowContext(ctx, k.(*mysqlStmts).release).Scan(&r)
 	return r.Valid && r.Int64 == 1, err
 }
 
 func (*mysqlBackend) held(ctx context.Context, q querier, k any, _ options) (bool, error) {
 	var r sql.NullInt64
-	err := q.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+mysqlLiteral(k.(string))+") = CONNECTION_ID()").Scan(&r)
+	err := q.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+k.(*mysqlStmts).lit+") = CONNECTION_ID()").Scan(&r)
 	return r.Valid && r.Int64 == 1, err
 }
 

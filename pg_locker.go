@@ -36,6 +36,8 @@ func (pgBackend) dbKey(key any, prefix string) (any, error) {
 	return pgKey(key, prefix)
 }
 
+func (pgBackend) stmtKey(dbKey any) any { return dbKey }
+
 func (pgBackend) checkMode(options) error { return nil }
 
 // serverWait: lock_timeout has millisecond resolution.

@@ -32,7 +32,7 @@ func TestMySQLLockSQL(t *testing.T) {
 		{"mysql beyond a year", my, bound{wait: 2 * mysqlForever}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 31536000)"},
 	}
 	for _, tt := range tests {
-		if got := tt.be.lockSQL("key", tt.b); got != tt.want {
+		if got := tt.be.lockSQL(tt.be.stmtKey("key").(*mysqlStmts), tt.b); got != tt.want {
 			t.Errorf("%s: lockSQL() = %q, want %q", tt.name, got, tt.want)
 		}
 	}

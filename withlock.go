@@ -162,7 +162,7 @@ func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, s *session,
 		}
 		// The Lock was garbage collected while holding: release by key.
 		ghost := &Lock{
-			key: h.key, dbKey: h.dbKey, mode: options{shared: h.shared}, reg: reg,
+			key: h.key, dbKey: h.dbKey, sk: reg.server.backend.stmtKey(h.dbKey), mode: options{shared: h.shared}, reg: reg,
 			be: reg.server.backend, q: conn, tx: txUnknown, sess: s, seq: seq, state: stateHeld,
 		}
 		leaked = append(leaked, ghost)
