@@ -81,7 +81,7 @@ type Lock struct {
 	db    *gorm.DB
 	key   any
 	dbKey any
-	sk    any // the backend's form of dbKey for its statements
+	sk    any     // the backend's form of dbKey for its statements
 	mode  options // shared, xact
 	wait  options // default wait, from New
 	reg   registration
