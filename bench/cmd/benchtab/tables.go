@@ -149,7 +149,7 @@ func writeMain(w io.Writer, r *results, db string) {
 	probe, _ := r.get("Probe/db="+db, "probe-roundtrips/session")
 	fmt.Fprintf(w, "### %s\n\n", dbTitle(db))
 	fmt.Fprintf(w, "One round trip (`SELECT 1` on a pinned session): %s. dlock's once-per-session probe "+
-		"(the session id, asked on the first cancellable `Acquire` of a session) costs %.0f round trip, "+
+		"(the session id, asked on the first `Acquire` of a session; free with pgx) costs %.0f round trip, "+
 		"not counted below.\n\n", fmtNs(rt), probe)
 	fmt.Fprintln(w, "| | acquire+release | allocs/op | round trips/cycle | 10 000 keys, round-robin | hand-off p50 / p99 | hand-off p50 / p99, `Timeout` | 1 session | 4 sessions | 16 sessions |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
