@@ -79,6 +79,15 @@ func restartServer(t *testing.T, b *testDB) {
 	}
 	if b.Dialect == dialectMySQL {
 		run("mysqladmin", "-h127.0.0.1", "-uroot", "shutdown")
+		// mysqladmin returns before the server has exited, and
+		// start-stop-daemon does nothing while the old one still runs.
+		deadline := time.Now().Add(60 * time.Second)
+		for exec.Command("start-stop-daemon", "--status", "--exec", "/usr/sbin/mariadbd").Run() == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("mariadbd did not exit within 60s of the shutdown")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		run("start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd")
 	} else {
 		versions, _ := filepath.Glob("/etc/postgresql/*")
