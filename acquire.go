@@ -8,8 +8,12 @@ import (
 )
 
 // triesSkippedWhenBusy is how many acquires of a Lock skip the first
-// try after a try found the lock busy.
-const triesSkippedWhenBusy = 8
+// try after a try found the lock busy; each further busy try doubles it,
+// up to maxTriesSkipped.
+const (
+	triesSkippedWhenBusy = 8
+	maxTriesSkipped      = 256
+)
 
 // controlTimeout bounds the cancel sent from a control connection, and
 // then the wait for the cancelled statement to return. When either runs
@@ -152,8 +156,9 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 	}
 	// One try first, a short statement that cannot wait: a free lock costs
 	// one round trip and no watching. A busy one is then waited for. After
-	// a busy try the next few acquires of this Lock go straight to the
-	// wait, so that a contended lock does not pay the try every time.
+	// a busy try the next acquires of this Lock go straight to the wait,
+	// 8 of them, twice as many after each further busy try (up to 256),
+	// so that a contended lock seldom pays the try.
 	var ok bool
 	var err error
 	if b.try || l.skipTries == 0 {
@@ -161,13 +166,17 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		if err != nil {
 			return false, l.lockFailed(ctx, err, cancelNone, false, false)
 		}
+		if ok {
+			l.skipRun = 0
+		}
 		if ok || b.try {
 			if ok {
 				s.add(l)
 			}
 			return ok, nil
 		}
-		l.skipTries = triesSkippedWhenBusy
+		l.skipRun = min(max(2*l.skipRun, triesSkippedWhenBusy), maxTriesSkipped)
+		l.skipTries = l.skipRun
 	} else {
 		l.skipTries--
 	}

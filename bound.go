@@ -2,7 +2,9 @@ package dlock
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -38,25 +40,58 @@ func (l *Lock) shortCtx(ctx context.Context) (context.Context, context.CancelFun
 // ends its locks, so the outcome is known: the session is lost. Without
 // the id the driver keeps the bound, through a deadline.
 func (l *Lock) short(ctx context.Context, fn func(context.Context) error) error {
-	id := l.sess.id
-	if id == 0 {
+	s := l.sess
+	if s.id == 0 {
 		qctx, cancel := l.shortCtx(ctx)
 		defer cancel()
 		return fn(qctx)
 	}
-	ended := make(chan struct{})
-	t := time.AfterFunc(l.shortBound(ctx), func() {
-		defer close(ended)
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), controlTimeout)
-		defer cancel()
-		_ = l.be.terminate(cctx, l.reg.pool, id)
-	})
+	s.dog.arm(l, s.id, l.shortBound(ctx))
 	err := fn(context.WithoutCancel(ctx))
-	if t.Stop() {
+	if s.dog.stop() {
 		return err
 	}
-	<-ended
 	return errors.Join(errSessionEnded, err)
+}
+
+// watchdog ends a session whose short statement outlives its bound. One
+// timer per session serves every short statement on it; the session mutex
+// keeps them one at a time.
+type watchdog struct {
+	t       *time.Timer
+	running sync.WaitGroup // the callback, while it runs
+	be      backend
+	pool    *sql.DB
+	id      int64
+}
+
+// arm makes the watchdog end session id after d, unless stopped first.
+func (w *watchdog) arm(l *Lock, id int64, d time.Duration) {
+	w.be, w.pool, w.id = l.be, l.reg.pool, id
+	w.running.Add(1)
+	if w.t == nil {
+		w.t = time.AfterFunc(d, w.fire)
+		return
+	}
+	w.t.Reset(d)
+}
+
+// stop disarms the watchdog; it reports false if the session was ended,
+// after waiting for the callback to finish.
+func (w *watchdog) stop() bool {
+	if w.t.Stop() {
+		w.running.Done()
+		return true
+	}
+	w.running.Wait()
+	return false
+}
+
+func (w *watchdog) fire() {
+	defer w.running.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	_ = w.be.terminate(ctx, w.pool, w.id)
 }
 
 // classify says what a statement's error means; a session dlock ended

@@ -93,6 +93,7 @@ type Lock struct {
 
 	// Used only inside acquire, which runs for one Acquire at a time.
 	skipTries int  // acquires left that skip the first try
+	skipRun   int  // the length of the last run of skipped tries
 	lazyID    bool // probe the session id only when a wait needs it
 
 	mu    sync.Mutex

@@ -74,6 +74,9 @@ func Timeout(d time.Duration) Option {
 // allowWait say which kinds the calling function accepts; where names
 // the caller for the error message.
 func applyOptions(where string, allowMode, allowWait bool, opts []Option) (options, error) {
+	if len(opts) == 0 {
+		return options{}, nil
+	}
 	var o options
 	for i, opt := range opts {
 		if opt == nil {

@@ -65,6 +65,34 @@ func pgFunc(prefix, action string, o options) string {
 	return b.String()
 }
 
+// pgStmts are the fixed statements of one mode.
+type pgStmts struct{ try, unlock string }
+
+// pgStmtTable holds pgStmts by [xact][shared], built once.
+var pgStmtTable = func() (t [2][2]pgStmts) {
+	for x := range 2 {
+		for sh := range 2 {
+			o := options{xact: x == 1, shared: sh == 1}
+			t[x][sh] = pgStmts{
+				try:    "SELECT " + pgFunc("try_", "lock", o),
+				unlock: "SELECT " + pgFunc("", "unlock", o),
+			}
+		}
+	}
+	return t
+}()
+
+func pgStmt(o options) *pgStmts {
+	x, sh := 0, 0
+	if o.xact {
+		x = 1
+	}
+	if o.shared {
+		sh = 1
+	}
+	return &pgStmtTable[x][sh]
+}
+
 const (
 	pgSavepoint = "SAVEPOINT dlock_wait"
 	pgRelease   = "RELEASE SAVEPOINT dlock_wait"
@@ -72,10 +100,10 @@ const (
 )
 
 func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o options, b bound, w *watcher) (bool, error) {
-	key := k.(int64)
+	key := k // already boxed: no allocation per statement
 	if b.try {
 		var ok bool
-		err := q.QueryRowContext(ctx, "SELECT "+pgFunc("try_", "lock", o), key).Scan(&ok)
+		err := q.QueryRowContext(ctx, pgStmt(o).try, key).Scan(&ok)
 		return ok, err
 	}
 	fn := pgFunc("", "lock", o)
@@ -214,7 +242,7 @@ func pgxCall(c *sql.Conn, method string) (result reflect.Value, ok bool) {
 
 func (pgBackend) unlock(ctx context.Context, q querier, k any, o options) (bool, error) {
 	var ok bool
-	err := q.QueryRowContext(ctx, "SELECT "+pgFunc("", "unlock", o), k.(int64)).Scan(&ok)
+	err := q.QueryRowContext(ctx, pgStmt(o).unlock, k).Scan(&ok)
 	return ok, err
 }
 

@@ -25,6 +25,7 @@ type session struct {
 	nextID atomic.Uint64
 
 	// Guarded by sem.
+	dog    watchdog
 	id     int64 // server session id, 0 until probed
 	dead   bool  // discarded or found gone: every hold is lost
 	holds  map[uint64]hold
