@@ -40,8 +40,9 @@
 // # Backends
 //
 // Acquire first sends the try-once statement; only when it finds the lock
-// busy does it send the waiting statement (and for the next eight Acquire
-// calls of that Lock it goes straight to the wait). Uncontended, an
+// busy does it send the waiting statement (and for the next 8 Acquire
+// calls of that Lock it goes straight to the wait, twice as many after each
+// further busy try, up to 256). Uncontended, an
 // Acquire and a Release are one round trip each, plus one query per
 // session for its id (none with pgx).
 //
