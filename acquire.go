@@ -105,8 +105,8 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		}
 	}
 	sctx := context.WithoutCancel(ctx)
-	hk := holdKey{l.dbKey, l.mode.shared}
-	if s.counts[hk] > 0 {
+	triedBusy := false
+	if s.counts[holdKey{l.dbKey, l.mode.shared}] > 0 {
 		// The session already holds it in this mode: the server grants at
 		// once, so the statement needs no wait and cannot be left in doubt.
 		ok, err := l.try(ctx)
@@ -117,7 +117,9 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		if err != nil {
 			return false, l.statementFailed(err)
 		}
-		// dlock's book is stale: the hold was dropped behind its back.
+		// dlock's book is stale: the hold was dropped behind its back, and
+		// the lock is busy elsewhere.
+		triedBusy = true
 	}
 
 	// The wait: the earlier of the Timeout and the ctx deadline.
@@ -141,18 +143,17 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		if fromCtx {
 			rem = time.Until(deadline)
 		}
-		if rem <= 0 {
-			if fromCtx {
-				return false, errors.Join(ErrNotAcquired, context.DeadlineExceeded)
-			}
-			b.try = true
-		} else {
-			var mustCut bool
-			b.wait, mustCut = l.be.serverWait(rem)
-			if mustCut {
-				cut = rem
-			}
+		if rem <= 0 { // only a ctx deadline can have passed already
+			return false, errors.Join(ErrNotAcquired, context.DeadlineExceeded)
 		}
+		var mustCut bool
+		b.wait, mustCut = l.be.serverWait(rem)
+		if mustCut {
+			cut = rem
+		}
+	}
+	if triedBusy && b.try {
+		return false, nil
 	}
 	// One try first, a short statement that cannot wait: a free lock costs
 	// one round trip and no watching. A busy one is then waited for. After
@@ -161,7 +162,9 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 	// so that a contended lock seldom pays the try.
 	var ok bool
 	var err error
-	if b.try || l.skipTries == 0 {
+	switch {
+	case triedBusy:
+	case b.try || l.skipTries == 0:
 		ok, err = l.try(ctx)
 		if err != nil {
 			return false, l.lockFailed(ctx, err, cancelNone, false, false)
@@ -177,7 +180,7 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		}
 		l.skipRun = min(max(2*l.skipRun, triesSkippedWhenBusy), maxTriesSkipped)
 		l.skipTries = l.skipRun
-	} else {
+	default:
 		l.skipTries--
 	}
 

@@ -251,18 +251,7 @@ func (l *Lock) Release(ctx context.Context) error {
 // release runs the release statement under the session mutex.
 func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 	s := l.sess
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.shortBound(ctx))
-	defer cancel()
-	if err := s.acquire(wctx); err != nil {
-		// Another statement sequence occupies the session for longer than
-		// the release bound: the lock cannot be released, so the session
-		// must not go back to the pool.
-		go func() {
-			if s.acquire(context.Background()) == nil {
-				s.discard(l.q)
-				s.release()
-			}
-		}()
+	if err := s.acquireWithin(ctx, l.shortBound(ctx), l.q); err != nil {
 		return false, fmt.Errorf("%w: the session stayed busy; it will be discarded: %w", ErrLockLost, err)
 	}
 	defer s.release()

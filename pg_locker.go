@@ -66,7 +66,10 @@ func pgFunc(prefix, action string, o options) string {
 }
 
 // pgStmts are the fixed statements of one mode.
-type pgStmts struct{ try, unlock string }
+type pgStmts struct {
+	try, unlock string // whole statements
+	lock        string // the waiting call, completed by the caller
+}
 
 // pgStmtTable holds pgStmts by [xact][shared], built once.
 var pgStmtTable = func() (t [2][2]pgStmts) {
@@ -76,6 +79,7 @@ var pgStmtTable = func() (t [2][2]pgStmts) {
 			t[x][sh] = pgStmts{
 				try:    "SELECT " + pgFunc("try_", "lock", o),
 				unlock: "SELECT " + pgFunc("", "unlock", o),
+				lock:   pgFunc("", "lock", o),
 			}
 		}
 	}
@@ -100,14 +104,14 @@ const (
 )
 
 func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o options, b bound, w *watcher) (bool, error) {
-	key := k // already boxed: no allocation per statement
+	key := k // passed on boxed: no allocation per statement
 	if b.try {
 		var ok bool
 		err := q.QueryRowContext(ctx, pgStmt(o).try, key).Scan(&ok)
 		return ok, err
 	}
-	fn := pgFunc("", "lock", o)
-	timeout := strconv.FormatInt(b.wait.Milliseconds(), 10)
+	fn := pgStmt(o).lock
+	timeout := strconv.FormatInt(b.wait.Milliseconds(), 10) // used when b.wait > 0
 	if b.wait <= 0 && !b.cancellable {
 		// Nothing can end this wait but the grant or the session. Outside
 		// a transaction, lock_timeout 0 keeps a session lock_timeout from

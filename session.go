@@ -55,12 +55,20 @@ func newSession() *session {
 	}
 }
 
-// acquire takes the session mutex, or returns ctx.Err() if ctx ends first.
-func (s *session) acquire(ctx context.Context) error {
+// tryAcquire takes the session mutex if it is free.
+func (s *session) tryAcquire() bool {
 	select {
 	case s.sem <- struct{}{}:
-		return nil
+		return true
 	default:
+		return false
+	}
+}
+
+// acquire takes the session mutex, or returns ctx.Err() if ctx ends first.
+func (s *session) acquire(ctx context.Context) error {
+	if s.tryAcquire() {
+		return nil
 	}
 	select {
 	case s.sem <- struct{}{}:
@@ -71,6 +79,28 @@ func (s *session) acquire(ctx context.Context) error {
 }
 
 func (s *session) release() { <-s.sem }
+
+// acquireWithin takes the session mutex, waiting at most d. If another
+// statement sequence keeps the session that long, the session's locks can
+// neither be released nor checked, so it arranges for the session (q) to
+// be discarded as soon as it is free, and returns the error.
+func (s *session) acquireWithin(ctx context.Context, d time.Duration, q querier) error {
+	if s.tryAcquire() {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
+	defer cancel()
+	err := s.acquire(wctx)
+	if err != nil {
+		go func() {
+			if s.acquire(context.Background()) == nil {
+				s.discard(q)
+				s.release()
+			}
+		}()
+	}
+	return err
+}
 
 // add records l's hold. The caller holds the session mutex.
 func (s *session) add(l *Lock) {

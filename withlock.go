@@ -132,18 +132,9 @@ func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, s *session,
 	}
 	var leaked []*Lock
 	var keys []any
-	wctx, cancel := context.WithTimeout(ctx, reg.cfg.ReleaseTimeout)
-	defer cancel()
-	if err := s.acquire(wctx); err != nil {
-		// A dlock statement still runs on the session (an Acquire fn
-		// left waiting): its locks cannot be checked, so the session
-		// must not go back to the pool.
-		go func() {
-			if s.acquire(context.Background()) == nil {
-				s.discard(conn)
-				s.release()
-			}
-		}()
+	// A dlock statement still running on the session (an Acquire fn left
+	// waiting) keeps its locks from being checked.
+	if err := s.acquireWithin(ctx, reg.cfg.ReleaseTimeout, conn); err != nil {
 		return fmt.Errorf("%w: the session stayed busy after fn returned; it will be discarded: %w", ErrLockLost, err)
 	}
 	var seqs []uint64

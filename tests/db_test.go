@@ -443,14 +443,19 @@ func (b *testDB) UniqueKey(t testing.TB) string {
 	return name + "-" + hex.EncodeToString(r[:])
 }
 
+// sessionIDQuery is the query for the current session's server id.
+func (b *testDB) sessionIDQuery() string {
+	if b.Dialect == dialectPostgres {
+		return "SELECT pg_backend_pid()"
+	}
+	return "SELECT CONNECTION_ID()"
+}
+
 // SessionID returns the server's id of the session behind conn:
 // CONNECTION_ID() on MariaDB/MySQL, pg_backend_pid() on PostgreSQL.
 func (b *testDB) SessionID(t testing.TB, conn *sql.Conn) int64 {
 	t.Helper()
-	q := "SELECT CONNECTION_ID()"
-	if b.Dialect == dialectPostgres {
-		q = "SELECT pg_backend_pid()"
-	}
+	q := b.sessionIDQuery()
 	var id int64
 	if err := conn.QueryRowContext(context.Background(), q).Scan(&id); err != nil {
 		t.Fatalf("%s: %s: %v", b.Name, q, err)

@@ -251,10 +251,7 @@ func TestSharedAndXact(t *testing.T) {
 // sessionOfTx returns the session id a gorm tx runs on.
 func (b *testDB) sessionOfTx(t testing.TB, tx *gorm.DB) int64 {
 	t.Helper()
-	q := "SELECT CONNECTION_ID()"
-	if b.Dialect == dialectPostgres {
-		q = "SELECT pg_backend_pid()"
-	}
+	q := b.sessionIDQuery()
 	var id int64
 	if err := tx.Raw(q).Scan(&id).Error; err != nil {
 		t.Fatalf("%s: %v", q, err)
