@@ -56,6 +56,51 @@ func TestHungReleaseEndsSession(t *testing.T) {
 	})
 }
 
+// A release that waits for the session past the bound of an earlier
+// statement, but not past its own, completes: the session is not ended.
+// dlock keeps one timer per session for these bounds and moves it only
+// lazily, so this is the case where a wrong deadline would show.
+func TestSlowReleaseWithinItsBound(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		const bound = 2 * time.Second
+		db := b.openLocked(t, dlock.Plugin{ReleaseTimeout: bound})
+		sqlDB, _ := db.DB()
+		sqlDB.SetMaxOpenConns(2)
+		tx, conn := pin(t, db)
+		first := b.SessionID(t, conn)
+		l, err := dlock.New(tx, b.UniqueKey(t))
+		if err != nil {
+			t.Fatalf("New() = %v", err)
+		}
+		mustAcquire(t, l) // the try's bound ends 2 s from now
+		time.Sleep(bound / 2)
+		// The session is busy from 1 s to 2.5 s: the release waits past
+		// the try's bound, and returns 0.5 s before its own (3 s).
+		sleep := "SELECT SLEEP(1.5)"
+		if b.Dialect == dialectPostgres {
+			sleep = "SELECT pg_sleep(1.5)"
+		}
+		slept := make(chan error, 1)
+		go func() {
+			_, err := conn.ExecContext(context.Background(), sleep)
+			slept <- err
+		}()
+		waitForStatement(t, b, first, "SLEEP")
+		if err := l.Release(context.Background()); err != nil {
+			t.Fatalf("Release() = %v, want nil", err)
+		}
+		if err := <-slept; err != nil {
+			t.Fatalf("%s: %v", sleep, err)
+		}
+		if id := b.SessionID(t, conn); id != first {
+			t.Fatalf("session %d replaced by %d", first, id)
+		}
+		if held, ids := b.heldOutside(t, l); held {
+			t.Fatalf("lock still held by %v", ids)
+		}
+	})
+}
+
 // waitForStatement waits until session id runs a statement containing s.
 func waitForStatement(t testing.TB, b *testDB, id int64, s string) {
 	t.Helper()

@@ -222,7 +222,7 @@ func writeModes(w io.Writer, r *results, dbs []string) {
 			}
 			cols := []string{dbTitle(db), label}
 			for _, c := range cases {
-				name := "Paired/db=" + db + "/keys=" + c.keys + "/mode=" + c.mode
+				name := "Paired/db=" + db + "/keys=" + c.keys + "/mode=" + c.mode + "/vs=" + strings.TrimPrefix(ratio, "dlock/")
 				v, ok := r.get(name, ratio)
 				if !ok {
 					cols = append(cols, "—")
@@ -266,7 +266,7 @@ func writeTargets(w io.Writer, r *results, dbs []string) {
 	}
 	paired := func(keys string) func(db string) (string, bool) {
 		return func(db string) (string, bool) {
-			v, ok := r.get("Paired/db="+db+"/keys="+keys+"/mode=block", "dlock/raw")
+			v, ok := r.get("Paired/db="+db+"/keys="+keys+"/mode=block/vs=raw", "dlock/raw")
 			if !ok {
 				return "—", false
 			}

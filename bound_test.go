@@ -1,0 +1,149 @@
+package dlock
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+	"testing"
+	"time"
+)
+
+// terminateRecorder is a backend whose only method in use is terminate:
+// it records which sessions the watchdog ended, and when. The watchdog's
+// timing is pure logic; the integration tests end real sessions with it.
+type terminateRecorder struct {
+	backend
+	mu    sync.Mutex
+	ended []int64
+	at    []time.Time
+	hold  chan struct{} // if not nil, terminate waits for it
+}
+
+func (r *terminateRecorder) terminate(context.Context, *sql.DB, int64) error {
+	if r.hold != nil {
+		<-r.hold
+	}
+	return nil
+}
+
+func (r *terminateRecorder) record(id int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ended = append(r.ended, id)
+	r.at = append(r.at, time.Now())
+}
+
+func (r *terminateRecorder) endedSessions() []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int64(nil), r.ended...)
+}
+
+// recordingBackend wraps a recorder so that terminate records first.
+type recordingBackend struct{ *terminateRecorder }
+
+func (b recordingBackend) terminate(ctx context.Context, pool *sql.DB, id int64) error {
+	b.record(id)
+	return b.terminateRecorder.terminate(ctx, pool, id)
+}
+
+func newWatchdogLock() (*Lock, *terminateRecorder) {
+	r := &terminateRecorder{}
+	return &Lock{be: recordingBackend{r}}, r
+}
+
+// A statement that returns within its bound is never ended, even when it
+// starts late in the bound of an earlier statement, whose timer is still
+// pending: the timer re-arms itself for the later deadline.
+func TestWatchdogRearmsForLaterStatement(t *testing.T) {
+	l, r := newWatchdogLock()
+	var w watchdog
+	const bound = 300 * time.Millisecond
+	w.arm(l, 7, bound)
+	if !w.stop() {
+		t.Fatal("stop() = false after a quick statement")
+	}
+	time.Sleep(bound / 2)
+	// Runs from 150 ms to 400 ms: past the first timer (300 ms), within
+	// its own bound (450 ms).
+	w.arm(l, 7, bound)
+	time.Sleep(250 * time.Millisecond)
+	if !w.stop() {
+		t.Fatal("stop() = false: the statement was ended within its bound")
+	}
+	if got := r.endedSessions(); len(got) != 0 {
+		t.Fatalf("sessions ended: %v, want none", got)
+	}
+	// The timer went idle; a new statement arms it again.
+	time.Sleep(bound)
+	w.mu.Lock()
+	pending := w.pending
+	w.mu.Unlock()
+	if pending {
+		t.Fatal("the timer is still pending with no statement running")
+	}
+}
+
+// A statement that outlives its bound ends the session once, and stop
+// reports it only after the end was sent.
+func TestWatchdogEndsOverdueStatement(t *testing.T) {
+	l, r := newWatchdogLock()
+	r.hold = make(chan struct{})
+	var w watchdog
+	w.arm(l, 7, time.Millisecond) // a quick one first: the timer pends
+	if !w.stop() {
+		t.Fatal("stop() = false after a quick statement")
+	}
+	start := time.Now()
+	w.arm(l, 9, 50*time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.endedSessions()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the overdue statement's session was never ended")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := r.at[0].Sub(start); d < 50*time.Millisecond {
+		t.Fatalf("the session was ended after %v, before its bound of 50ms", d)
+	}
+	stopped := make(chan bool)
+	go func() { stopped <- w.stop() }()
+	select {
+	case <-stopped:
+		t.Fatal("stop() returned while the end of the session was still being sent")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(r.hold)
+	if <-stopped {
+		t.Fatal("stop() = true for a session the watchdog ended")
+	}
+	if got := r.endedSessions(); len(got) != 1 || got[0] != 9 {
+		t.Fatalf("sessions ended: %v, want [9]", got)
+	}
+	// The watchdog serves the next statement as before.
+	w.arm(l, 9, time.Second)
+	if !w.stop() {
+		t.Fatal("stop() = false for the next quick statement")
+	}
+}
+
+// A bound shorter than the pending timer's moves the timer earlier.
+func TestWatchdogShorterBound(t *testing.T) {
+	l, r := newWatchdogLock()
+	var w watchdog
+	w.arm(l, 7, time.Hour)
+	if !w.stop() {
+		t.Fatal("stop() = false after a quick statement")
+	}
+	w.arm(l, 7, 20*time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.endedSessions()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the statement with the shorter bound was never ended")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if w.stop() {
+		t.Fatal("stop() = true for a session the watchdog ended")
+	}
+}
