@@ -194,8 +194,9 @@ func writeModes(w io.Writer, r *results, dbs []string) {
 	fmt.Fprintln(w, "### Uncontended cycle by wait mode")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Acquire and release of a free lock on a pinned session, per wait mode, and over 10 000 keys "+
-		"(a new `dlock.New` per cycle). The last rows come from `BenchmarkPaired`, which alternates the series "+
-		"cycle by cycle on the same session, so that they share the same background load: the median of each, and their ratio.")
+		"(a new `dlock.New` per cycle). The last rows come from `BenchmarkPaired`, which alternates dlock with one "+
+		"other series cycle by cycle on the same session (dlock, raw SQL, dlock, raw SQL, ...), so that the two share the same "+
+		"background load and each always follows the other: the median of each, and their ratio.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| | | wait (default) | `Timeout(5s)` | `NoWait()` | wait, 10 000 keys |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")
