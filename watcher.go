@@ -21,8 +21,13 @@ const (
 // statement and stops it right after, so that a cancel (which targets the
 // session, not the statement) can never reach another statement. If the
 // cancel cannot be sent, or the statement does not return within
-// controlTimeout, the watcher drops the statement's context and the driver closes the session.
-// A nil *watcher does nothing.
+// controlTimeout, the watcher drops the statement's context and the driver
+// closes the session. A nil *watcher does nothing.
+//
+// Watching takes no goroutine until there is something to do: ctx is
+// watched with context.AfterFunc and the cut with time.AfterFunc, and the
+// first of them to fire sends the cancel. So stop, on the path from the
+// grant to Acquire's return, wakes nothing when nothing fired.
 type watcher struct {
 	l       *Lock
 	ctx     context.Context
@@ -30,8 +35,11 @@ type watcher struct {
 	fromCtx bool
 	drop    context.CancelFunc
 
-	stmtDone chan struct{}
-	done     chan struct{}
+	stopCtx  func() bool // ends the ctx watch; false once it has fired
+	cutT     *time.Timer
+	fired    atomic.Bool   // the first fire won: a cancel is or was in flight
+	stmtDone chan struct{} // closed by stop
+	done     chan struct{} // closed by the fire that won, when it is over
 	why      atomic.Int32
 }
 
@@ -41,7 +49,10 @@ func (w *watcher) start() {
 		return
 	}
 	w.stmtDone, w.done = make(chan struct{}), make(chan struct{})
-	go w.run()
+	w.stopCtx = context.AfterFunc(w.ctx, func() { w.fire(cancelCtx) })
+	if w.cut > 0 {
+		w.cutT = time.AfterFunc(w.cut, func() { w.fire(cancelCut) })
+	}
 }
 
 // stop ends the watch once the lock statement has returned, and waits
@@ -50,8 +61,14 @@ func (w *watcher) stop() {
 	if w == nil || w.done == nil {
 		return
 	}
+	quiet := w.stopCtx()
+	if w.cutT != nil && !w.cutT.Stop() {
+		quiet = false
+	}
 	close(w.stmtDone)
-	<-w.done
+	if !quiet {
+		<-w.done // a fire started: wait for the one that won
+	}
 }
 
 // reason says why the watcher cancelled the statement, if it did. Call it
@@ -63,31 +80,27 @@ func (w *watcher) reason() int32 {
 	return w.why.Load()
 }
 
-func (w *watcher) run() {
-	defer close(w.done)
-	var cutC <-chan time.Time
-	if w.cut > 0 {
-		t := time.NewTimer(w.cut)
-		defer t.Stop()
-		cutC = t.C
+// fire cancels the statement, on the goroutine its AfterFunc started.
+// Only the first fire acts; a later one returns at once.
+func (w *watcher) fire(reason int32) {
+	if !w.fired.CompareAndSwap(false, true) {
+		return
 	}
-	reason := cancelCtx
+	defer close(w.done)
+	if reason == cancelCtx && w.fromCtx && errors.Is(w.ctx.Err(), context.DeadlineExceeded) {
+		// The server ends this wait itself at the same deadline.
+		t := time.NewTimer(deadlineGrace)
+		defer t.Stop()
+		select {
+		case <-w.stmtDone:
+			return
+		case <-t.C:
+		}
+	}
 	select {
 	case <-w.stmtDone:
-		return
-	case <-cutC:
-		reason = cancelCut
-	case <-w.ctx.Done():
-		if w.fromCtx && errors.Is(w.ctx.Err(), context.DeadlineExceeded) {
-			// The server ends this wait itself at the same deadline.
-			t := time.NewTimer(deadlineGrace)
-			defer t.Stop()
-			select {
-			case <-w.stmtDone:
-				return
-			case <-t.C:
-			}
-		}
+		return // the statement returned as the watch fired
+	default:
 	}
 	w.why.Store(reason)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), controlTimeout)
