@@ -67,17 +67,22 @@ func (l *Lock) short(ctx context.Context, fn func(context.Context) error) error 
 // largest cost of dlock's own in an uncontended cycle (BenchmarkPaired,
 // dlock/raw geomean over its cases: 1.058 with it, 1.017 without).
 type watchdog struct {
-	mu       sync.Mutex
-	t        *time.Timer
-	pending  bool           // t is scheduled, to fire at fireAt
-	fireAt   time.Time      //
-	running  bool           // a statement is in flight, bounded by deadline
-	deadline time.Time      //
-	ending   bool           // the watchdog is ending the session of the running statement
-	ended    sync.WaitGroup // the end of the session, while it is sent
-	be       backend
-	pool     *sql.DB
-	id       int64
+	mu sync.Mutex
+	t  *time.Timer
+	// t is scheduled, to fire at fireAt.
+	pending bool
+	fireAt  time.Time
+	// A statement is in flight, bounded by deadline.
+	running  bool
+	deadline time.Time
+	// The watchdog is ending the session of the running statement; ended
+	// counts the end while it is sent.
+	ending bool
+	ended  sync.WaitGroup
+	// Where to send the end: the session id, from a control connection.
+	be   backend
+	pool *sql.DB
+	id   int64
 }
 
 // arm makes the watchdog end session id if the statement about to run

@@ -1,55 +1,13 @@
 package dlock
 
 import (
-	"context"
-	"database/sql"
-	"sync"
 	"testing"
 	"time"
 )
 
-// terminateRecorder is a backend whose only method in use is terminate:
-// it records which sessions the watchdog ended, and when. The watchdog's
-// timing is pure logic; the integration tests end real sessions with it.
-type terminateRecorder struct {
-	backend
-	mu    sync.Mutex
-	ended []int64
-	at    []time.Time
-	hold  chan struct{} // if not nil, terminate waits for it
-}
-
-func (r *terminateRecorder) terminate(context.Context, *sql.DB, int64) error {
-	if r.hold != nil {
-		<-r.hold
-	}
-	return nil
-}
-
-func (r *terminateRecorder) record(id int64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ended = append(r.ended, id)
-	r.at = append(r.at, time.Now())
-}
-
-func (r *terminateRecorder) endedSessions() []int64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]int64(nil), r.ended...)
-}
-
-// recordingBackend wraps a recorder so that terminate records first.
-type recordingBackend struct{ *terminateRecorder }
-
-func (b recordingBackend) terminate(ctx context.Context, pool *sql.DB, id int64) error {
-	b.record(id)
-	return b.terminateRecorder.terminate(ctx, pool, id)
-}
-
-func newWatchdogLock() (*Lock, *terminateRecorder) {
-	r := &terminateRecorder{}
-	return &Lock{be: recordingBackend{r}}, r
+func newWatchdogLock() (*Lock, *controlRecorder) {
+	r := &controlRecorder{}
+	return &Lock{be: r}, r
 }
 
 // A statement that returns within its bound is never ended, even when it
@@ -71,7 +29,7 @@ func TestWatchdogRearmsForLaterStatement(t *testing.T) {
 	if !w.stop() {
 		t.Fatal("stop() = false: the statement was ended within its bound")
 	}
-	if got := r.endedSessions(); len(got) != 0 {
+	if got, _ := r.endedSessions(); len(got) != 0 {
 		t.Fatalf("sessions ended: %v, want none", got)
 	}
 	// The timer went idle; a new statement arms it again.
@@ -96,15 +54,9 @@ func TestWatchdogEndsOverdueStatement(t *testing.T) {
 	}
 	start := time.Now()
 	w.arm(l, 9, 50*time.Millisecond)
-	deadline := time.Now().Add(5 * time.Second)
-	for len(r.endedSessions()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the overdue statement's session was never ended")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if d := r.at[0].Sub(start); d < 50*time.Millisecond {
-		t.Fatalf("the session was ended after %v, before its bound of 50ms", d)
+	waitFor(t, "the end of the overdue statement's session", r.anyEnded)
+	if _, at := r.endedSessions(); at[0].Sub(start) < 50*time.Millisecond {
+		t.Fatalf("the session was ended after %v, before its bound of 50ms", at[0].Sub(start))
 	}
 	stopped := make(chan bool)
 	go func() { stopped <- w.stop() }()
@@ -117,7 +69,7 @@ func TestWatchdogEndsOverdueStatement(t *testing.T) {
 	if <-stopped {
 		t.Fatal("stop() = true for a session the watchdog ended")
 	}
-	if got := r.endedSessions(); len(got) != 1 || got[0] != 9 {
+	if got, _ := r.endedSessions(); len(got) != 1 || got[0] != 9 {
 		t.Fatalf("sessions ended: %v, want [9]", got)
 	}
 	// The watchdog serves the next statement as before.
@@ -136,13 +88,7 @@ func TestWatchdogShorterBound(t *testing.T) {
 		t.Fatal("stop() = false after a quick statement")
 	}
 	w.arm(l, 7, 20*time.Millisecond)
-	deadline := time.Now().Add(5 * time.Second)
-	for len(r.endedSessions()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the statement with the shorter bound was never ended")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "the end of the session of the statement with the shorter bound", r.anyEnded)
 	if w.stop() {
 		t.Fatal("stop() = true for a session the watchdog ended")
 	}

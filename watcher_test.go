@@ -2,52 +2,17 @@ package dlock
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// cancelRecorder is a backend whose only method in use is cancel: it
-// counts the cancels the watcher sends, and fails them if told to. The
-// watcher's logic is pure; the integration tests cancel real waits.
-type cancelRecorder struct {
-	backend
-	sent atomic.Int32
-	fail bool
-	hold chan struct{} // if not nil, cancel waits for it
-}
-
-func (r *cancelRecorder) cancel(context.Context, *sql.DB, int64) error {
-	r.sent.Add(1)
-	if r.hold != nil {
-		<-r.hold
-	}
-	if r.fail {
-		return errors.New("no control connection")
-	}
-	return nil
-}
-
-func newTestWatcher(ctx context.Context, cut time.Duration) (*watcher, *cancelRecorder, *atomic.Bool) {
-	r := &cancelRecorder{}
+func newTestWatcher(ctx context.Context, cut time.Duration) (*watcher, *controlRecorder, *atomic.Bool) {
+	r := &controlRecorder{}
 	l := &Lock{be: r, sess: newSession()}
 	var dropped atomic.Bool
 	w := &watcher{l: l, ctx: ctx, cut: cut, drop: func() { dropped.Store(true) }}
 	return w, r, &dropped
-}
-
-// waitFor polls cond for up to 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never happened", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // A statement that returns before anything fires: no cancel, no reason.
@@ -62,7 +27,7 @@ func TestWatcherQuiet(t *testing.T) {
 	if got := w.reason(); got != cancelNone {
 		t.Fatalf("reason() = %d, want cancelNone", got)
 	}
-	if n := r.sent.Load(); n != 0 || dropped.Load() {
+	if n := r.cancelsSent(); n != 0 || dropped.Load() {
 		t.Fatalf("%d cancels sent, dropped %v; want none", n, dropped.Load())
 	}
 }
@@ -74,7 +39,7 @@ func TestWatcherCtxCancel(t *testing.T) {
 	w, r, dropped := newTestWatcher(ctx, 0)
 	w.start()
 	cancel()
-	waitFor(t, "the cancel", func() bool { return r.sent.Load() > 0 })
+	waitFor(t, "the cancel", func() bool { return r.cancelsSent() > 0 })
 	w.stop()
 	if got := w.reason(); got != cancelCtx {
 		t.Fatalf("reason() = %d, want cancelCtx", got)
@@ -89,7 +54,7 @@ func TestWatcherCtxCancel(t *testing.T) {
 func TestWatcherCut(t *testing.T) {
 	w, r, _ := newTestWatcher(context.Background(), 20*time.Millisecond)
 	w.start()
-	waitFor(t, "the cut", func() bool { return r.sent.Load() > 0 })
+	waitFor(t, "the cut", func() bool { return r.cancelsSent() > 0 })
 	w.stop()
 	if got := w.reason(); got != cancelCut {
 		t.Fatalf("reason() = %d, want cancelCut", got)
@@ -101,7 +66,7 @@ func TestWatcherCut(t *testing.T) {
 func TestWatcherDiscard(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	w, r, dropped := newTestWatcher(ctx, 0)
-	r.fail = true
+	r.failCancel = true
 	w.start()
 	cancel()
 	waitFor(t, "the drop", dropped.Load)
@@ -119,11 +84,11 @@ func TestWatcherResends(t *testing.T) {
 	w, r, dropped := newTestWatcher(ctx, 0)
 	w.start()
 	cancel()
-	waitFor(t, "a second cancel", func() bool { return r.sent.Load() >= 2 })
+	waitFor(t, "a second cancel", func() bool { return r.cancelsSent() >= 2 })
 	w.stop()
-	n := r.sent.Load()
+	n := r.cancelsSent()
 	time.Sleep(2 * cancelResend)
-	if r.sent.Load() != n {
+	if r.cancelsSent() != n {
 		t.Fatal("cancels were sent after stop returned")
 	}
 	if dropped.Load() {
@@ -139,7 +104,7 @@ func TestWatcherBothFire(t *testing.T) {
 	w.start()
 	time.Sleep(10 * time.Millisecond) // the cut fired
 	cancel()
-	waitFor(t, "the cancel", func() bool { return r.sent.Load() > 0 })
+	waitFor(t, "the cancel", func() bool { return r.cancelsSent() > 0 })
 	w.stop()
 	if got := w.reason(); got != cancelCut {
 		t.Fatalf("reason() = %d, want cancelCut (the first to fire)", got)
@@ -154,7 +119,7 @@ func TestWatcherStopWaitsForCancel(t *testing.T) {
 	r.hold = make(chan struct{})
 	w.start()
 	cancel()
-	waitFor(t, "the cancel", func() bool { return r.sent.Load() > 0 })
+	waitFor(t, "the cancel", func() bool { return r.cancelsSent() > 0 })
 	stopped := make(chan struct{})
 	go func() {
 		w.stop()
