@@ -56,6 +56,11 @@ func (l *Lock) Acquire(ctx context.Context, opts ...Option) (bool, error) {
 	if o.waitOpts == 0 {
 		o = l.wait
 	}
+	return l.acquireWith(ctx, o)
+}
+
+// acquireWith is Acquire with its wait options applied.
+func (l *Lock) acquireWith(ctx context.Context, o options) (bool, error) {
 	l.mu.Lock()
 	switch l.state {
 	case stateHeld:
@@ -67,7 +72,7 @@ func (l *Lock) Acquire(ctx context.Context, opts ...Option) (bool, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		l.mu.Unlock()
-		return false, errors.Join(ErrNotAcquired, err)
+		return false, fmt.Errorf("%w: %w", ErrNotAcquired, err)
 	}
 	l.state = stateAcquiring
 	l.mu.Unlock()
@@ -75,201 +80,227 @@ func (l *Lock) Acquire(ctx context.Context, opts ...Option) (bool, error) {
 	ok, err := l.acquire(ctx, o)
 
 	l.mu.Lock()
-	switch {
-	case ok:
+	l.state, l.lostErr = stateIdle, nil
+	if ok {
 		l.state = stateHeld
-	default:
-		l.state = stateIdle
 	}
 	l.mu.Unlock()
 	return ok, err
 }
 
-// acquire runs the lock statement under the session mutex, with the wait
-// bounds of o and ctx, and settles any doubt it leaves.
+// acquire takes the session, then acquires: at once if the session holds
+// the lock already, else with one try and, when busy, a wait.
 func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 	s := l.sess
-	if err := s.acquire(ctx); err != nil {
-		return false, errors.Join(ErrNotAcquired, err)
+	if err := s.lock(ctx); err != nil {
+		return false, fmt.Errorf("%w: waiting for another dlock call on the session: %w", ErrNotAcquired, err)
 	}
-	defer s.release()
-	if s.dead {
-		return false, fmt.Errorf("%w: the session was discarded earlier", ErrLockLost)
+	defer s.unlock()
+	if err := l.readyLocked(ctx); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrNotAcquired, err)
 	}
-	if s.id == 0 && !l.lazyID {
-		// Once per session: the server's id of the session, which the
-		// cancel and the bound of short statements need (free with pgx,
-		// one query with other drivers).
+	if s.id == 0 {
+		// Once per physical session: the server's id of the session, which
+		// the cancel and the bound of short statements need (free with
+		// pgx, one query with other drivers).
 		if err := l.probeSessionID(ctx); err != nil {
-			return false, l.statementFailed(err)
+			return false, l.statementFailedLocked(err)
 		}
 	}
-	sctx := context.WithoutCancel(ctx)
-	triedBusy := false
 	if s.counts[holdKey{l.dbKey, l.mode.shared}] > 0 {
-		// The session already holds it in this mode: the server grants at
-		// once, so the statement needs no wait and cannot be left in doubt.
-		ok, err := l.try(ctx)
-		if err == nil && ok {
-			s.add(l)
-			return true, nil
-		}
-		if err != nil {
-			return false, l.statementFailed(err)
-		}
-		// dlock's book is stale: the hold was dropped behind its back, and
-		// the lock is busy elsewhere.
-		triedBusy = true
+		return l.acquireStackedLocked(ctx, o)
 	}
+	p, err := l.planWait(ctx, o)
+	if err != nil {
+		return false, err
+	}
+	if l.tryFirst(p) {
+		ok, err := l.try(ctx)
+		if err != nil {
+			return false, l.lockFailedLocked(ctx, err, cancelNone, p)
+		}
+		l.noteTry(ok)
+		if ok {
+			s.addLocked(l)
+		}
+		if ok || p.b.try {
+			return ok, nil
+		}
+	}
+	return l.waitLocked(ctx, p)
+}
 
-	// The wait: the earlier of the Timeout and the ctx deadline.
+// acquireStackedLocked acquires a lock the session already holds in this
+// mode: the server grants it at once, so the statement needs no wait and
+// cannot be left in doubt. If the server says busy, dlock's book was stale
+// (the hold was dropped behind its back and the lock is busy elsewhere),
+// and a wait follows, without a second try.
+func (l *Lock) acquireStackedLocked(ctx context.Context, o options) (bool, error) {
+	ok, err := l.try(ctx)
+	switch {
+	case err != nil:
+		return false, l.statementFailedLocked(err)
+	case ok:
+		l.sess.addLocked(l)
+		return true, nil
+	}
+	p, err := l.planWait(ctx, o)
+	if err != nil || p.b.try {
+		return false, err
+	}
+	return l.waitLocked(ctx, p)
+}
+
+// waitPlan is how one Acquire waits.
+type waitPlan struct {
+	b       bound
+	cut     time.Duration // cut the server's wait here (MySQL whole seconds)
+	fromCtx bool          // the ctx deadline bounds the wait, not a Timeout
+	timeout time.Duration // the Timeout asked for, for messages
+}
+
+// planWait fixes the wait at call time: the earlier of the Timeout and the
+// ctx deadline, in the form the server takes.
+func (l *Lock) planWait(ctx context.Context, o options) (waitPlan, error) {
 	var (
-		b        bound
+		p        waitPlan
 		deadline time.Time
-		fromCtx  bool
 	)
 	switch o.wait {
 	case waitNone:
-		b.try = true
+		p.b.try = true
+		return p, nil
 	case waitTimeout:
-		deadline = time.Now().Add(o.timeout)
+		deadline, p.timeout = time.Now().Add(o.timeout), o.timeout
 	}
-	if d, ok := ctx.Deadline(); ok && !b.try && (deadline.IsZero() || d.Before(deadline)) {
-		deadline, fromCtx = d, true
+	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
+		deadline, p.fromCtx = d, true
 	}
-	var cut time.Duration
-	if !deadline.IsZero() {
-		rem := o.timeout // exact, so that whole seconds stay whole
-		if fromCtx {
-			rem = time.Until(deadline)
-		}
-		if rem <= 0 { // only a ctx deadline can have passed already
-			return false, errors.Join(ErrNotAcquired, context.DeadlineExceeded)
-		}
-		var mustCut bool
-		b.wait, mustCut = l.be.serverWait(rem)
-		if mustCut {
-			cut = rem
-		}
+	if deadline.IsZero() {
+		return p, nil
 	}
-	if triedBusy && b.try {
-		return false, nil
+	rem := o.timeout // exact, so that whole seconds stay whole
+	if p.fromCtx {
+		rem = time.Until(deadline)
 	}
-	// One try first, a short statement that cannot wait: a free lock costs
-	// one round trip and no watching. A busy one is then waited for. After
-	// a busy try the next acquires of this Lock go straight to the wait,
-	// 8 of them, twice as many after each further busy try (up to 256),
-	// so that a contended lock seldom pays the try.
-	var ok bool
-	var err error
-	switch {
-	case triedBusy:
-	case b.try || l.skipTries == 0:
-		ok, err = l.try(ctx)
-		if err != nil {
-			return false, l.lockFailed(ctx, err, cancelNone, false, false)
-		}
-		if ok {
-			l.skipRun = 0
-		}
-		if ok || b.try {
-			if ok {
-				s.add(l)
-			}
-			return ok, nil
-		}
-		l.skipRun = min(max(2*l.skipRun, triesSkippedWhenBusy), maxTriesSkipped)
-		l.skipTries = l.skipRun
-	default:
-		l.skipTries--
+	if rem <= 0 { // only a ctx deadline can have passed already
+		return p, fmt.Errorf("%w: %w", ErrNotAcquired, context.DeadlineExceeded)
 	}
+	var mustCut bool
+	p.b.wait, mustCut = l.be.serverWait(rem)
+	if mustCut {
+		p.cut = rem
+	}
+	return p, nil
+}
 
-	b.cancellable = ctx.Done() != nil || cut > 0
-	if b.cancellable && s.id == 0 {
-		if err := l.probeSessionID(ctx); err != nil {
-			return false, l.statementFailed(err)
-		}
+// tryFirst says whether this Acquire sends one try before it waits. A
+// free lock then costs one round trip and no watching. After a busy try,
+// the next acquires of this Lock go straight to the wait: 8 of them, twice
+// as many after each further busy try (up to 256), so that a contended
+// lock seldom pays the try. One try is always sent for NoWait.
+func (l *Lock) tryFirst(p waitPlan) bool {
+	if p.b.try || l.skipTries == 0 {
+		return true
 	}
-	stmtCtx := sctx
+	l.skipTries--
+	return false
+}
+
+// noteTry updates the skipping of tries after a try's answer.
+func (l *Lock) noteTry(granted bool) {
+	if granted {
+		l.skipRun = 0
+		return
+	}
+	l.skipRun = min(max(2*l.skipRun, triesSkippedWhenBusy), maxTriesSkipped)
+	l.skipTries = l.skipRun
+}
+
+// waitLocked runs the waiting lock statement, watched by a watcher when
+// ctx or a cut can end it, and settles its outcome: a grant the server
+// reports wins over any cancel.
+func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
+	s := l.sess
+	p.b.cancellable = ctx.Done() != nil || p.cut > 0
+	stmtCtx := context.WithoutCancel(ctx)
 	var w *watcher
-	if b.cancellable {
+	if p.b.cancellable {
 		// The watcher's last resort drops the statement's context, which
 		// makes the driver close the session.
 		var drop context.CancelFunc
-		stmtCtx, drop = context.WithCancel(sctx)
+		stmtCtx, drop = context.WithCancel(stmtCtx)
 		defer drop()
-		w = &watcher{l: l, ctx: ctx, cut: cut, fromCtx: fromCtx, drop: drop}
+		w = &watcher{l: l, ctx: ctx, cut: p.cut, fromCtx: p.fromCtx, drop: drop}
 	}
-	ok, err = l.be.lock(stmtCtx, l.q, l.tx, l.sk, l.mode, b, w)
+	ok, err := l.be.lock(stmtCtx, l.q, l.tx, l.sk, l.mode, p.b, w)
 	reason := w.reason() // the watcher has stopped: no cancel is in flight
 
 	if err == nil && ok {
-		s.add(l) // the grant wins over any cancel
+		s.addLocked(l) // the grant wins over any cancel
 		return true, nil
 	}
 	if reason == cancelDiscard {
-		s.discard(l.q)
-		return false, errors.Join(ErrNotAcquired, ErrLockLost, ctx.Err(),
-			errors.New("dlock: no control connection could cancel the wait; the session was discarded"))
+		why := fmt.Errorf("%w: %w: no control connection could cancel the wait, so the session was discarded", ErrNotAcquired, ErrLockLost)
+		s.discardLocked(l.q, why)
+		return false, joinErrors(why, ctx.Err())
 	}
 	if err == nil {
 		// The server's wait ran out (MySQL GET_LOCK returned 0).
-		return false, l.timedOut(ctx, fromCtx)
+		return false, l.timedOut(ctx, p)
 	}
-	return false, l.lockFailed(ctx, err, reason, fromCtx, b.wait > 0)
+	return false, l.lockFailedLocked(ctx, err, reason, p)
 }
 
-// lockFailed settles a lock statement that returned an error. The caller
-// holds the session mutex.
-func (l *Lock) lockFailed(ctx context.Context, err error, reason int32, fromCtx, bounded bool) error {
+// lockFailedLocked settles a lock statement that returned an error.
+func (l *Lock) lockFailedLocked(ctx context.Context, err error, reason cancelReason, p waitPlan) error {
 	f := l.classify(err)
 	switch f {
-	case failLost:
-		l.sess.discard(l.q)
-		return errors.Join(ErrLockLost, err)
+	case failLost, failPinClosed:
+		return fmt.Errorf("%w: %w", ErrNotAcquired, l.sessionFailedLocked(err))
 	case failTxAborted:
 		// Nothing ran.
-		return errors.Join(ErrNotAcquired, err)
+		return fmt.Errorf("%w: %w", ErrNotAcquired, err)
 	}
 	// Any other error can come after the grant: PostgreSQL reports a
 	// lock_timeout or a cancel that fired as the lock was granted when the
 	// statement next checks for interrupts, and a session-level lock
 	// survives the error. Make sure no hold was left behind.
-	if lerr := l.dropStrayHold(ctx); lerr != nil {
-		return errors.Join(ErrNotAcquired, lerr, err)
+	if lerr := l.dropStrayHoldLocked(ctx); lerr != nil {
+		return fmt.Errorf("%w: %w (after: %w)", ErrNotAcquired, lerr, err)
 	}
 	switch {
 	case f == failDeadlock:
-		return errors.Join(ErrNotAcquired, ErrDeadlock, err)
+		return fmt.Errorf("%w: %w: %w", ErrNotAcquired, ErrDeadlock, err)
 	case reason == cancelCtx:
-		return errors.Join(ErrNotAcquired, ctx.Err())
+		return fmt.Errorf("%w: %w", ErrNotAcquired, ctx.Err())
 	case reason == cancelCut:
 		return nil
-	case f == failTimeout && bounded:
-		return l.timedOut(ctx, fromCtx)
+	case f == failTimeout && p.b.wait > 0:
+		return l.timedOut(ctx, p)
 	}
 	// Includes a lock_timeout or statement_timeout of the session's own.
-	return errors.Join(ErrNotAcquired, err)
+	return fmt.Errorf("%w: %w", ErrNotAcquired, err)
 }
 
 // timedOut is the result of a wait the server ended: (false, nil) for a
 // Timeout, ErrNotAcquired and DeadlineExceeded for the ctx deadline.
-func (l *Lock) timedOut(ctx context.Context, fromCtx bool) error {
-	if fromCtx {
-		if err := ctx.Err(); err != nil {
-			return errors.Join(ErrNotAcquired, err)
-		}
-		return errors.Join(ErrNotAcquired, context.DeadlineExceeded)
+func (l *Lock) timedOut(ctx context.Context, p waitPlan) error {
+	if !p.fromCtx {
+		return nil
 	}
-	return nil
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotAcquired, err)
+	}
+	return fmt.Errorf("%w: %w", ErrNotAcquired, context.DeadlineExceeded)
 }
 
-// dropStrayHold releases a hold that an interrupted lock statement may
-// have taken. A transaction-level lock needs no check: the savepoint the
-// wait ran in was rolled back. The caller holds the session mutex; no
-// other dlock Lock on the session holds this key (else the statement
-// could not have waited), so one release undoes the stray grant.
-func (l *Lock) dropStrayHold(ctx context.Context) error {
+// dropStrayHoldLocked releases a hold that an interrupted lock statement
+// may have taken. A transaction-level lock needs no check: the savepoint
+// the wait ran in was rolled back. No other dlock Lock on the session
+// holds this key (else the statement could not have waited), so one
+// release undoes the stray grant.
+func (l *Lock) dropStrayHoldLocked(ctx context.Context) error {
 	if l.mode.xact {
 		return nil
 	}
@@ -285,19 +316,19 @@ func (l *Lock) dropStrayHold(ctx context.Context) error {
 		return err
 	})
 	if err != nil {
-		l.sess.discard(l.q)
-		return errors.Join(ErrLockLost, fmt.Errorf("dlock: could not make sure no hold was left; the session was discarded: %w", err))
+		why := fmt.Errorf("%w: could not make sure no hold was left, so the session was discarded: %w", ErrLockLost, err)
+		l.sess.discardLocked(l.q, why)
+		return why
 	}
 	return nil
 }
 
-// statementFailed maps the error of a short statement (no wait).
-func (l *Lock) statementFailed(err error) error {
-	if l.classify(err) == failLost {
-		l.sess.discard(l.q)
-		return errors.Join(ErrLockLost, err)
+// statementFailedLocked maps the error of a short statement (no wait).
+func (l *Lock) statementFailedLocked(err error) error {
+	if lost := l.sessionFailedLocked(err); lost != nil {
+		return fmt.Errorf("%w: %w", ErrNotAcquired, lost)
 	}
-	return errors.Join(ErrNotAcquired, err)
+	return fmt.Errorf("%w: %w", ErrNotAcquired, err)
 }
 
 // try runs the lock statement once, without waiting, as a short statement.

@@ -76,6 +76,7 @@ const (
 	failDeadlock                   // the server refused to wait
 	failTxAborted                  // the transaction is aborted: nothing ran
 	failLost                       // the session is gone or in doubt
+	failPinClosed                  // the Lock's *sql.Conn went back to the pool
 )
 
 // errInterrupted is returned by a backend's lock when the server answered

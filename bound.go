@@ -51,7 +51,7 @@ func (l *Lock) short(ctx context.Context, fn func(context.Context) error) error 
 	if s.dog.stop() {
 		return err
 	}
-	return errors.Join(errSessionEnded, err)
+	return joinErrors(errSessionEnded, err)
 }
 
 // watchdog ends a session whose short statement outlives its bound. One
@@ -147,8 +147,12 @@ func (w *watchdog) fire() {
 // classify says what a statement's error means; a session dlock ended
 // is lost whatever the driver said.
 func (l *Lock) classify(err error) failure {
-	if errors.Is(err, errSessionEnded) {
+	switch {
+	case errors.Is(err, errSessionEnded):
 		return failLost
+	case l.pin != nil && errors.Is(err, sql.ErrConnDone):
+		// The session is fine; this Lock's pin of it is over.
+		return failPinClosed
 	}
 	return l.be.classify(err)
 }

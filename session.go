@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"io"
+	"reflect"
 	"sync/atomic"
 	"time"
 	"weak"
@@ -12,22 +13,26 @@ import (
 	"gorm.io/gorm"
 )
 
-// session is dlock's state for one database session: a pinned *sql.Conn,
-// or a *sql.Tx for transaction-level locks. Every Lock on the session
-// shares it. Its mutex (sem) serializes dlock's statement sequences on the
-// session, so that the check after an interrupted acquire can never take
-// a hold that belongs to another Lock on the same key.
+// session is dlock's state for one database session: a physical
+// connection of the pool, whatever *sql.Conn pins it, or a *sql.Tx for
+// transaction-level locks. Every Lock on the session shares it. Its
+// mutex (sem) serializes dlock's statement sequences on the session, so
+// that the check after an interrupted acquire can never take a hold that
+// belongs to another Lock on the same key.
 //
-// A session holds no reference to its *sql.Conn or *sql.Tx, so that the
-// weak registries below can forget it once the session is gone.
+// A session holds no reference to its connection, *sql.Conn or *sql.Tx,
+// so that the weak registries below can forget it once they are gone.
 type session struct {
 	sem    chan struct{} // the per-session mutex; ctx-aware
-	nextID atomic.Uint64
+	nextID atomic.Uint64 // Lock sequence numbers
+	pins   atomic.Uint64 // pin generations handed out
 
 	// Guarded by sem.
 	dog    watchdog
-	id     int64 // server session id, 0 until probed
-	dead   bool  // discarded or found gone: every hold is lost
+	id     int64  // server session id, 0 until probed
+	dead   bool   // discarded or found gone: every hold is lost
+	why    error  // why it is dead
+	pinGen uint64 // the pin dlock last sent a statement under
 	holds  map[uint64]hold
 	counts map[holdKey]int
 }
@@ -45,6 +50,7 @@ type hold struct {
 	key  any
 	lock weak.Pointer[Lock]
 	seq  uint64 // the Lock's creation sequence on this session
+	pin  uint64 // the pin generation it was taken under
 }
 
 func newSession() *session {
@@ -55,8 +61,44 @@ func newSession() *session {
 	}
 }
 
-// tryAcquire takes the session mutex if it is free.
-func (s *session) tryAcquire() bool {
+// pin is one pinning of a physical session: one *sql.Conn. Pins of one
+// connection follow each other, so their generations order them.
+type pin struct {
+	sess *session
+	gen  uint64
+}
+
+// pinOf returns the pin of c, and with it the state of the physical
+// connection c runs on. It sends nothing: the driver connection behind
+// (*sql.Conn).Raw is the same object every time the pool hands that
+// connection out, so it names the physical session.
+func pinOf(c *sql.Conn) *pin {
+	if p, ok := connPins.load(c); ok {
+		return p
+	}
+	s := physicalSession(c)
+	return connPins.loadOrStore(c, func() *pin { return &pin{sess: s, gen: s.pins.Add(1)} })
+}
+
+// physicalSession returns the state of the driver connection behind c,
+// or fresh state for c alone when c is closed or its driver connection
+// is not a pointer.
+func physicalSession(c *sql.Conn) *session {
+	var dc *byte
+	_ = c.Raw(func(driverConn any) error {
+		if v := reflect.ValueOf(driverConn); v.Kind() == reflect.Pointer && !v.IsNil() {
+			dc = (*byte)(v.UnsafePointer()) // the object, not its type, is the key
+		}
+		return nil
+	})
+	if dc == nil {
+		return newSession()
+	}
+	return driverSessions.loadOrStore(dc, newSession)
+}
+
+// tryLock takes the session mutex if it is free.
+func (s *session) tryLock() bool {
 	select {
 	case s.sem <- struct{}{}:
 		return true
@@ -65,9 +107,9 @@ func (s *session) tryAcquire() bool {
 	}
 }
 
-// acquire takes the session mutex, or returns ctx.Err() if ctx ends first.
-func (s *session) acquire(ctx context.Context) error {
-	if s.tryAcquire() {
+// lock takes the session mutex, or returns ctx.Err() if ctx ends first.
+func (s *session) lock(ctx context.Context) error {
+	if s.tryLock() {
 		return nil
 	}
 	select {
@@ -78,70 +120,77 @@ func (s *session) acquire(ctx context.Context) error {
 	}
 }
 
-func (s *session) release() { <-s.sem }
+func (s *session) unlock() { <-s.sem }
 
-// acquireWithin takes the session mutex, waiting at most d. If another
+// lockWithin takes the session mutex, waiting at most d. If another
 // statement sequence keeps the session that long, the session's locks can
 // neither be released nor checked, so it arranges for the session (q) to
 // be discarded as soon as it is free, and returns the error.
-func (s *session) acquireWithin(ctx context.Context, d time.Duration, q querier) error {
-	if s.tryAcquire() {
+func (s *session) lockWithin(ctx context.Context, d time.Duration, q querier) error {
+	if s.tryLock() {
 		return nil
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
 	defer cancel()
-	err := s.acquire(wctx)
+	err := s.lock(wctx)
 	if err != nil {
 		go func() {
-			if s.acquire(context.Background()) == nil {
-				s.discard(q)
-				s.release()
+			if s.lock(context.Background()) == nil {
+				s.discardLocked(q, errSessionBusy)
+				s.unlock()
 			}
 		}()
 	}
 	return err
 }
 
-// add records l's hold. The caller holds the session mutex.
-func (s *session) add(l *Lock) {
+// addLocked records l's hold.
+func (s *session) addLocked(l *Lock) {
 	k := holdKey{l.dbKey, l.mode.shared}
-	s.holds[l.seq] = hold{holdKey: k, key: l.key, lock: weak.Make(l), seq: l.seq}
+	s.holds[l.seq] = hold{holdKey: k, key: l.key, lock: weak.Make(l), seq: l.seq, pin: s.pinGen}
 	s.counts[k]++
 }
 
-// remove forgets l's hold, if it is recorded. The caller holds the mutex.
-func (s *session) remove(l *Lock) bool {
-	h, ok := s.holds[l.seq]
+// removeLocked forgets the hold of the Lock with sequence number seq, if
+// it is recorded.
+func (s *session) removeLocked(seq uint64) bool {
+	h, ok := s.holds[seq]
 	if !ok {
 		return false
 	}
-	delete(s.holds, l.seq)
+	delete(s.holds, seq)
 	if s.counts[h.holdKey]--; s.counts[h.holdKey] <= 0 {
 		delete(s.counts, h.holdKey)
 	}
 	return true
 }
 
-// lose marks the session gone: every hold on it is lost. The caller holds
-// the mutex.
-func (s *session) lose() {
-	s.dead = true
+// loseLocked marks the session gone: every hold on it is lost, and each
+// Lock that held one is told why.
+func (s *session) loseLocked(why error) {
+	s.dead, s.why = true, why
+	for _, h := range s.holds {
+		if l := h.lock.Value(); l != nil {
+			l.markLost(why)
+		}
+	}
 	clear(s.holds)
 	clear(s.counts)
 }
 
-// discard marks the session gone and makes database/sql close the
+// discardLocked marks the session gone and makes database/sql close the
 // connection instead of returning it to the pool, so that a lock dlock
 // could not release cannot ride back into the pool. It closes the driver
 // connection, which ends the server session, and waits at most
 // discardWait: with a transaction open or a statement running on the
-// connection, the close happens when that is done. dlock discards every session it finds
-// gone too: when a statement failed without a reply from the server, the
-// driver may not have closed the connection (database/sql refuses a
-// statement whose context is done before sending it), and its locks would
-// otherwise return to the pool. The caller holds the mutex.
-func (s *session) discard(q querier) {
-	s.lose()
+// connection, the close happens when that is done. dlock discards every
+// session it finds gone too: when a statement failed without a reply from
+// the server, the driver may not have closed the connection (database/sql
+// refuses a statement whose context is done before sending it), and its
+// locks would otherwise return to the pool. why tells the Locks that held
+// locks on the session what happened.
+func (s *session) discardLocked(q querier, why error) {
+	s.loseLocked(why)
 	c, ok := q.(*sql.Conn)
 	if !ok {
 		return
@@ -167,13 +216,16 @@ func (s *session) discard(q querier) {
 	}
 }
 
-// discardWait is how long discard waits for database/sql to let go of the
+// discardWait is how long discardLocked waits for database/sql to let go of the
 // connection before it returns and lets the close finish on its own.
 const discardWait = 100 * time.Millisecond
 
-// Registries of session state, by the database/sql handle of the session.
+// Registries of session state: by driver connection for pinned sessions
+// (through the pin of each *sql.Conn), and by the database/sql handle of
+// a transaction for transaction-level locks.
 var (
-	connSessions     weakMap[sql.Conn, *session]
+	driverSessions   weakMap[byte, *session]
+	connPins         weakMap[sql.Conn, *pin]
 	txSessions       weakMap[sql.Tx, *session]
 	preparedSessions weakMap[gorm.PreparedStmtTX, *session]
 )

@@ -7,12 +7,14 @@ import (
 	"time"
 )
 
-// Reasons a watcher cancelled the lock statement.
+// cancelReason is why a watcher cancelled the lock statement.
+type cancelReason int32
+
 const (
-	cancelNone    int32 = iota
-	cancelCtx           // ctx ended
-	cancelCut           // the wanted wait ran out (MySQL whole seconds)
-	cancelDiscard       // no control connection answered: session dropped
+	cancelNone    cancelReason = iota
+	cancelCtx                  // ctx ended
+	cancelCut                  // the wanted wait ran out (MySQL whole seconds)
+	cancelDiscard              // no control connection answered: session dropped
 )
 
 // watcher cancels one running lock statement from a control connection
@@ -73,16 +75,16 @@ func (w *watcher) stop() {
 
 // reason says why the watcher cancelled the statement, if it did. Call it
 // after stop.
-func (w *watcher) reason() int32 {
+func (w *watcher) reason() cancelReason {
 	if w == nil {
 		return cancelNone
 	}
-	return w.why.Load()
+	return cancelReason(w.why.Load())
 }
 
 // fire cancels the statement, on the goroutine its AfterFunc started.
 // Only the first fire acts; a later one returns at once.
-func (w *watcher) fire(reason int32) {
+func (w *watcher) fire(reason cancelReason) {
 	if !w.fired.CompareAndSwap(false, true) {
 		return
 	}
@@ -102,7 +104,7 @@ func (w *watcher) fire(reason int32) {
 		return // the statement returned as the watch fired
 	default:
 	}
-	w.why.Store(reason)
+	w.why.Store(int32(reason))
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), controlTimeout)
 	defer cancel()
 	// A cancel that reaches the session before the statement runs (while
@@ -123,7 +125,7 @@ func (w *watcher) fire(reason int32) {
 		}
 		break
 	}
-	w.why.Store(cancelDiscard)
+	w.why.Store(int32(cancelDiscard))
 	w.drop()
 }
 

@@ -3,25 +3,36 @@ package dlock
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"slices"
+	"time"
 
 	"gorm.io/gorm"
 )
 
 // WithLock acquires the lock on key, runs fn, and always releases it. It
-// pins a session with db.Connection, or uses db's session if db is
-// already the tx of a db.Connection, and like [Connection] it releases
-// any session lock fn made on that session and left held ([ErrLeaked]). With [Xact] it runs fn inside
-// db.Transaction, holding a transaction-level lock that ends with it.
+// pins a session from db's pool, or uses db's session if db is already
+// the tx of a db.Connection, and like [Connection] it releases any
+// session lock fn made on that session and left held ([ErrLeaked]). With
+// [Xact] it runs fn inside a transaction on that session, holding a
+// transaction-level lock that ends with it.
 //
 // fn receives the tx of the pinned session, with tx.Statement.Context
-// derived from ctx. If the lock is not acquired (busy, Timeout, ctx done,
-// deadlock), WithLock returns an error matching [ErrNotAcquired] and fn is
-// not called. Otherwise it returns errors.Join(fnErr, releaseErr); the
-// release runs with a fresh bounded context even when ctx is done. A panic
-// in fn is re-raised after the release.
+// derived from ctx. ctx bounds the wait (db's own context does not). A
+// [Timeout] bounds the whole acquisition, the wait for a pooled session
+// included. If the lock is not acquired (busy, Timeout, ctx done, no
+// session from the pool, deadlock), WithLock returns an error matching
+// [ErrNotAcquired] (and ctx.Err() when ctx ended) and fn is not called.
+// Otherwise it returns fn's error joined with the release's; the release
+// runs with a fresh bounded context even when ctx is done. A panic in fn
+// is re-raised after the release.
+//
+// Nested calls run on the outer session: a WithLock or [Connection] on
+// the same pool whose ctx descends from fn's (tx.Statement.Context) uses
+// the session fn runs on instead of a second pooled session. The server
+// grants a key that session holds at once, and other keys stack on it, so
+// nesting along the context never waits for itself. Inside an Xact
+// WithLock only Xact locks nest (in a savepoint of its transaction); a
+// session-level WithLock or Connection there returns [ErrNotPinned].
 //
 // opts may hold mode options ([Shared], [Xact]) and one wait option
 // ([NoWait], [Timeout]); the default is to wait until acquired or ctx ends.
@@ -33,61 +44,53 @@ func WithLock(ctx context.Context, db *gorm.DB, key any, fn func(tx *gorm.DB) er
 	if fn == nil {
 		return fmt.Errorf("%w: WithLock: nil fn", ErrInvalidOption)
 	}
-	if _, err := registered(db); err != nil {
+	reg, err := registered(db)
+	if err != nil {
 		return err
 	}
-	var mode []Option
-	if o.shared {
-		mode = append(mode, Shared())
+	var by deadline
+	if o.wait == waitTimeout {
+		by = deadline{at: time.Now().Add(o.timeout), timeout: o.timeout}
+	}
+	run := func(ctx context.Context, tx *gorm.DB) error {
+		return lockAndRun(ctx, tx, key, fn, o, by)
 	}
 	if o.xact {
-		mode = append(mode, Xact())
+		return withTransaction(ctx, db, reg, by, run)
 	}
-	wait := options{wait: o.wait, timeout: o.timeout, waitOpts: o.waitOpts}
-	_, pinned := db.Statement.ConnPool.(*sql.Conn)
-	run := func(tx *gorm.DB) (err error) {
-		tx = tx.WithContext(ctx)
-		l, err := New(tx, key, mode...)
-		if err != nil {
-			return err
-		}
-		// A session pinned for this one call does not pay a query for its
-		// id unless a wait needs it.
-		l.lazyID = !pinned
-		ok, err := l.acquireWith(ctx, wait)
-		switch {
-		case err != nil && !errors.Is(err, ErrNotAcquired):
-			return errors.Join(ErrNotAcquired, err)
-		case err != nil:
-			return err
-		case !ok:
-			return fmt.Errorf("%w: %v is busy", ErrNotAcquired, key)
-		}
-		defer func() {
-			r := recover()
-			err = errors.Join(err, l.Close(context.WithoutCancel(ctx)))
-			if r != nil {
-				panic(r)
-			}
-		}()
-		return fn(tx)
-	}
-	if o.xact {
-		return db.WithContext(ctx).Transaction(run)
-	}
-	// Connection also catches session locks fn made and forgot.
-	return Connection(ctx, db, run)
+	return connection(ctx, db, reg, by, run)
 }
 
-// acquireWith is Acquire with options already applied.
-func (l *Lock) acquireWith(ctx context.Context, o options) (bool, error) {
-	if o.waitOpts == 0 {
-		return l.Acquire(ctx)
+// deadline is the end of a Timeout, fixed when the call began.
+type deadline struct {
+	at      time.Time // zero: no Timeout
+	timeout time.Duration
+}
+
+// lockAndRun acquires key on tx's session, runs fn and releases.
+func lockAndRun(ctx context.Context, tx *gorm.DB, key any, fn func(tx *gorm.DB) error, o options, by deadline) error {
+	l, err := newLock(tx, key, options{shared: o.shared, xact: o.xact})
+	if err != nil {
+		return err
 	}
-	if o.wait == waitNone {
-		return l.Acquire(ctx, NoWait())
+	wait := options{wait: o.wait, timeout: o.timeout}
+	if !by.at.IsZero() {
+		// What is left of the Timeout after the wait for a session; one
+		// try when nothing is.
+		if wait.timeout = time.Until(by.at); wait.timeout <= 0 {
+			wait.wait = waitNone
+		}
 	}
-	return l.Acquire(ctx, Timeout(o.timeout))
+	ok, err := l.acquireWith(ctx, wait)
+	switch {
+	case err != nil:
+		return err
+	case !ok && o.wait == waitTimeout:
+		return fmt.Errorf("%w within %v: %s stayed busy", ErrNotAcquired, o.timeout, keyText(key))
+	case !ok:
+		return fmt.Errorf("%w: %s is busy", ErrNotAcquired, keyText(key))
+	}
+	return runThen(func() error { return fn(tx) }, func() error { return l.Close(context.WithoutCancel(ctx)) })
 }
 
 // Connection is db.Connection that cleans up after fn: every session lock
@@ -95,78 +98,141 @@ func (l *Lock) acquireWith(ctx context.Context, o options) (bool, error) {
 // panics) is released, and Connection returns an error wrapping
 // [ErrLeaked] that names the keys, joined with fn's error. The release
 // runs with a fresh bounded context. A panic in fn is re-raised after the
-// release. If db is already the tx of a db.Connection, fn runs on that
-// session and only the locks created during fn are checked.
+// release. If db is already the tx of a db.Connection, or ctx descends
+// from fn of an outer WithLock or Connection on the same pool, fn runs on
+// that session and only the locks created during fn are checked. fn's tx
+// has tx.Statement.Context derived from ctx. If no session can be had from
+// the pool, the error matches [ErrNotAcquired].
 func Connection(ctx context.Context, db *gorm.DB, fn func(tx *gorm.DB) error) error {
 	if fn == nil {
 		return fmt.Errorf("%w: Connection: nil fn", ErrInvalidOption)
 	}
-	run := func(tx *gorm.DB) (err error) {
-		conn, ok := tx.Statement.ConnPool.(*sql.Conn)
-		if !ok {
-			return fmt.Errorf("%w: db.Connection gave %T", ErrNotPinned, tx.Statement.ConnPool)
-		}
-		s := connSessions.loadOrStore(conn, newSession)
-		since := s.nextID.Load()
-		defer func() {
-			r := recover()
-			err = errors.Join(err, releaseLeaked(context.WithoutCancel(ctx), tx, conn, s, since))
-			if r != nil {
-				panic(r)
-			}
-		}()
-		return fn(tx)
+	reg, err := registered(db)
+	if err != nil {
+		// No dlock Lock can be made on it: plain db.Connection.
+		return db.WithContext(ctx).Connection(fn)
 	}
-	db = db.WithContext(ctx)
-	if _, ok := db.Statement.ConnPool.(*sql.Conn); ok {
-		return run(db)
-	}
-	return db.Connection(run)
+	return connection(ctx, db, reg, deadline{}, func(_ context.Context, tx *gorm.DB) error { return fn(tx) })
 }
 
-// releaseLeaked releases the holds made on s after sequence number since.
-func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, s *session, since uint64) error {
-	reg, err := registered(tx)
+// connection runs fn on a pinned session (see pinSession) and releases
+// the locks fn leaves on it. fn's ctx carries the session for nested
+// calls.
+func connection(ctx context.Context, db *gorm.DB, reg registration, by deadline, fn func(context.Context, *gorm.DB) error) error {
+	tx, conn, owned, err := pinSession(ctx, db, reg, by)
 	if err != nil {
-		return nil // no Lock could have been made
+		return err
 	}
-	var leaked []*Lock
-	var keys []any
-	// A dlock statement still running on the session (an Acquire fn left
-	// waiting) keeps its locks from being checked.
-	if err := s.acquireWithin(ctx, reg.cfg.ReleaseTimeout, conn); err != nil {
-		return fmt.Errorf("%w: the session stayed busy after fn returned; it will be discarded: %w", ErrLockLost, err)
+	if owned {
+		defer func() { _ = conn.Close() }()
 	}
-	var seqs []uint64
-	for seq := range s.holds {
-		if seq > since {
-			seqs = append(seqs, seq)
+	p := pinOf(conn)
+	since := p.sess.nextID.Load()
+	ctx = context.WithValue(ctx, outerKey{}, &outerSession{pool: reg.pool, tx: tx, conn: conn})
+	tx = tx.WithContext(ctx)
+	return runThen(func() error { return fn(ctx, tx) },
+		func() error { return releaseLeaked(context.WithoutCancel(ctx), tx, conn, p, since) })
+}
+
+// withTransaction runs fn inside a transaction: a savepoint when db, or
+// the outer session of ctx, is already in one; else a transaction on the
+// session connection pins.
+func withTransaction(ctx context.Context, db *gorm.DB, reg registration, by deadline, fn func(context.Context, *gorm.DB) error) error {
+	inTx := func(ctx context.Context, tx *gorm.DB) error {
+		return tx.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			ctx := context.WithValue(ctx, outerKey{}, &outerSession{pool: reg.pool, tx: tx})
+			return fn(ctx, tx.WithContext(ctx))
+		})
+	}
+	if isTransaction(db) {
+		return inTx(ctx, db)
+	}
+	if _, pinned := db.Statement.ConnPool.(*sql.Conn); !pinned {
+		if outer := outerOf(ctx, reg.pool); outer != nil && outer.conn == nil {
+			return inTx(ctx, outer.tx)
 		}
 	}
-	slices.Sort(seqs)
-	for _, seq := range seqs {
-		h := s.holds[seq]
-		keys = append(keys, h.key)
-		if l := h.lock.Value(); l != nil {
-			leaked = append(leaked, l)
-			continue
+	return connection(ctx, db, reg, by, func(ctx context.Context, tx *gorm.DB) error {
+		if c, ok := tx.Statement.ConnPool.(*sql.Conn); ok {
+			if st, known := pgxTxStatus(c); known && st != 'I' {
+				return fmt.Errorf("%w: Xact: a transaction is already open on this session; pass its tx to WithLock", ErrNotPinned)
+			}
 		}
-		// The Lock was garbage collected while holding: release by key.
-		ghost := &Lock{
-			key: h.key, dbKey: h.dbKey, sk: reg.server.backend.stmtKey(h.dbKey), mode: options{shared: h.shared}, reg: reg,
-			be: reg.server.backend, q: conn, tx: txUnknown, sess: s, seq: seq, state: stateHeld,
+		return inTx(ctx, tx)
+	})
+}
+
+// isTransaction reports whether db runs inside a transaction.
+func isTransaction(db *gorm.DB) bool {
+	switch db.Statement.ConnPool.(type) {
+	case *sql.Tx, *gorm.PreparedStmtTX:
+		return true
+	}
+	return false
+}
+
+// outerSession is the session fn of WithLock or Connection runs on, kept
+// in fn's context so that nested calls along it use it.
+type outerSession struct {
+	pool *sql.DB
+	tx   *gorm.DB  // fn's tx
+	conn *sql.Conn // the pinned session; nil inside an Xact transaction
+}
+
+type outerKey struct{}
+
+// outerOf returns the outer session of ctx on pool, or nil.
+func outerOf(ctx context.Context, pool *sql.DB) *outerSession {
+	if o, ok := ctx.Value(outerKey{}).(*outerSession); ok && o.pool == pool {
+		return o
+	}
+	return nil
+}
+
+// pinSession finds the session a call runs on: db's own when db is the tx
+// of a db.Connection; the outer session when ctx descends from fn of an
+// outer call on the same pool; else a new session from the pool, waited
+// for until ctx ends or by, which the caller must close (owned).
+func pinSession(ctx context.Context, db *gorm.DB, reg registration, by deadline) (tx *gorm.DB, conn *sql.Conn, owned bool, err error) {
+	if c, ok := db.Statement.ConnPool.(*sql.Conn); ok {
+		return db, c, false, nil
+	}
+	if outer := outerOf(ctx, reg.pool); outer != nil {
+		if outer.conn == nil {
+			return nil, nil, false, fmt.Errorf("%w: a session lock inside fn of an Xact WithLock cannot use its transaction; use Xact for the nested lock", ErrNotPinned)
 		}
-		leaked = append(leaked, ghost)
+		return outer.tx, outer.conn, false, nil
 	}
-	s.release()
-	if len(keys) == 0 {
-		return nil
+	pctx := ctx
+	if !by.at.IsZero() {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithDeadline(ctx, by.at)
+		defer cancel()
 	}
-	errs := []error{fmt.Errorf("%w: %d lock(s) still held when fn returned, now released: %v", ErrLeaked, len(keys), keys)}
-	for _, l := range leaked {
-		if err := l.Close(ctx); err != nil {
-			errs = append(errs, err)
+	conn, err = reg.pool.Conn(pctx)
+	switch {
+	case err == nil:
+		tx = db.WithContext(ctx)
+		tx.Statement.ConnPool = conn
+		return tx, conn, true, nil
+	case ctx.Err() != nil:
+		return nil, nil, false, fmt.Errorf("%w: no session from the pool: %w", ErrNotAcquired, ctx.Err())
+	case pctx.Err() != nil:
+		return nil, nil, false, fmt.Errorf("%w within %v: no session from the pool", ErrNotAcquired, by.timeout)
+	}
+	return nil, nil, false, fmt.Errorf("%w: no session from the pool: %w", ErrNotAcquired, err)
+}
+
+// runThen runs fn, then cleanup, even if fn panics or exits the
+// goroutine, and returns both errors joined. A panic is re-raised after
+// the cleanup.
+func runThen(fn, cleanup func() error) (err error) {
+	defer func() {
+		r := recover()
+		err = joinErrors(err, cleanup())
+		if r != nil {
+			panic(r)
 		}
-	}
-	return errors.Join(errs...)
+	}()
+	return fn()
 }

@@ -1,0 +1,131 @@
+package dlock
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Sentinel errors. The errors of the lock operations match one or more of
+// these with [errors.Is]; errors from the driver stay reachable with
+// [errors.As].
+var (
+	// ErrNotRegistered means the Plugin was not registered with db.Use on
+	// the *gorm.DB given to New or WithLock.
+	ErrNotRegistered = errors.New("dlock: plugin not registered (call db.Use(dlock.Plugin{}))")
+	// ErrNotPinned means the *gorm.DB does not run on one pinned database
+	// session: session locks need the tx of db.Connection.
+	ErrNotPinned = errors.New("dlock: not a pinned session")
+	// ErrNotInTransaction means Xact was asked for on a *gorm.DB that is not
+	// inside a transaction.
+	ErrNotInTransaction = errors.New("dlock: not in a transaction")
+	// ErrUnsupportedDialect means the database cannot hold dlock's locks
+	// correctly (sqlite, sqlserver, CockroachDB, ...).
+	ErrUnsupportedDialect = errors.New("dlock: unsupported dialect")
+	// ErrUnsupported means the server cannot do what was asked, such as a
+	// shared lock on MySQL, or releasing a transaction-level lock early.
+	ErrUnsupported = errors.New("dlock: unsupported on this server")
+	// ErrInvalidOption means an option was nil, misplaced or in conflict
+	// with another option. Nothing was sent to the database.
+	ErrInvalidOption = errors.New("dlock: invalid option")
+	// ErrInvalidKey means the key cannot name a lock: nil, empty, a bool,
+	// a float, an integer out of range, or an unsupported type.
+	ErrInvalidKey = errors.New("dlock: invalid key")
+	// ErrNotAcquired means the lock is known not to be held by this Lock:
+	// the context ended, a deadlock was detected, or (in WithLock) the
+	// lock was busy.
+	ErrNotAcquired = errors.New("dlock: not acquired")
+	// ErrAlreadyAcquired means Acquire was called on a Lock that holds the
+	// lock, or while another Acquire on it is in progress.
+	ErrAlreadyAcquired = errors.New("dlock: already acquired")
+	// ErrNotHeld means Release was called on a Lock that holds nothing.
+	ErrNotHeld = errors.New("dlock: not held")
+	// ErrLockLost means the hold, or the whole session, is gone: the
+	// session was killed or its locks were dropped behind dlock's back.
+	ErrLockLost = errors.New("dlock: lock lost")
+	// ErrLeaked means a lock was still held when the session was given
+	// back; Connection and WithLock released it.
+	ErrLeaked = errors.New("dlock: lock leaked")
+	// ErrDeadlock means the server detected a deadlock while waiting. It
+	// also matches ErrNotAcquired. From a lock statement it does not mean
+	// that a transaction was rolled back.
+	ErrDeadlock = errors.New("dlock: deadlock")
+)
+
+// Why a Lock's hold is gone, as its next call reports it.
+var (
+	errNotHeldByServer = fmt.Errorf("%w: the server says the session does not hold it (its locks were dropped behind dlock's back)", ErrLockLost)
+	errTxDone          = fmt.Errorf("%w: its transaction ended", ErrLockLost)
+	errSessionBusy     = fmt.Errorf("%w: the session stayed busy with another statement, so dlock discarded it", ErrLockLost)
+	errPinClosed       = fmt.Errorf("%w: its session went back to the pool while the lock was held; dlock releases the lock the next time it uses that session: %w", ErrLeaked, ErrLockLost)
+	errPinReused       = fmt.Errorf("%w: its session went back to the pool while the lock was held, and dlock released the lock when it next used that session: %w", ErrLeaked, ErrLockLost)
+)
+
+// joinErrors joins the non-nil errs into one error that matches each of
+// them with [errors.Is] and reads as one line: "first; second". It
+// returns nil when every err is nil, and the error itself when only one
+// is not.
+func joinErrors(errs ...error) error {
+	var j joined
+	for _, err := range errs {
+		if err != nil {
+			j = append(j, err)
+		}
+	}
+	switch len(j) {
+	case 0:
+		return nil
+	case 1:
+		return j[0]
+	}
+	return j
+}
+
+// joined is the error of joinErrors.
+type joined []error
+
+func (j joined) Error() string {
+	var b strings.Builder
+	for i, err := range j {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	return b.String()
+}
+
+func (j joined) Unwrap() []error { return j }
+
+// maxKeyText is about how many characters of a key an error shows.
+const maxKeyText = 64
+
+// keyText formats a key for an error message: strings and []byte quoted
+// (so binary bytes stay readable), integers in decimal, and anything
+// longer than maxKeyText characters cut, with its full length noted.
+func keyText(key any) string {
+	var s string
+	switch k := key.(type) {
+	case string:
+		s = k
+	case []byte:
+		s = string(k)
+	default:
+		return fmt.Sprint(key)
+	}
+	n := utf8.RuneCountInString(s)
+	if n <= maxKeyText {
+		return strconv.Quote(s)
+	}
+	cut, runes := s, 0
+	for i := range s {
+		if runes == maxKeyText-4 {
+			cut = s[:i]
+			break
+		}
+		runes++
+	}
+	return strconv.Quote(cut) + "... (" + strconv.Itoa(n) + " characters)"
+}

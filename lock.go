@@ -1,0 +1,232 @@
+package dlock
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"gorm.io/gorm"
+)
+
+// state is where a Lock is in its life. Every transition happens under
+// Lock.mu; statements run outside it, so Acquired never blocks.
+type state uint8
+
+const (
+	stateIdle      state = iota // holds nothing
+	stateAcquiring              // an Acquire is running
+	stateHeld                   // holds the lock
+	stateReleasing              // a Release is running
+	stateLost                   // held, until dlock found the hold gone
+)
+
+// Lock is a named database lock bound to one database session: the
+// session of the db.Connection tx (or, with Xact, the transaction) given
+// to [New]. Locks on one session stack and do not exclude each other;
+// locks on different sessions exclude each other. A session runs one
+// statement at a time, so a Lock waiting in Acquire occupies its session:
+// use one session per lock that must wait concurrently.
+//
+// Methods are safe for use from several goroutines. [Lock.Acquired],
+// [Lock.Key], [Lock.DBKey] and [Lock.DB] never block.
+type Lock struct {
+	db    *gorm.DB
+	key   any
+	dbKey any
+	sk    any     // the backend's form of dbKey for its statements
+	mode  options // shared, xact
+	wait  options // default wait, from New
+	reg   registration
+	be    backend
+	q     querier
+	tx    txState
+	sess  *session
+	pin   *pin // the pin of a session lock's *sql.Conn; nil in a transaction
+	seq   uint64
+
+	// Used only inside acquire, which runs for one Acquire at a time.
+	skipTries int // acquires left that skip the first try
+	skipRun   int // the length of the last run of skipped tries
+
+	mu      sync.Mutex
+	state   state
+	lostErr error // why, in stateLost
+}
+
+// New returns a Lock on key for the database session that tx has pinned:
+// the tx of db.Connection for a session-level lock, or a tx inside
+// db.Transaction for an [Xact] lock. New sends nothing to the database.
+//
+// The key is a string, a []byte or an integer; see the package
+// documentation for how each names a lock on each server. opts may hold
+// mode options ([Shared], [Xact]) and a default wait ([NoWait],
+// [Timeout]) for Acquire.
+//
+// Errors: [ErrNotRegistered], [ErrNotPinned], [ErrNotInTransaction],
+// [ErrInvalidKey], [ErrUnsupported], [ErrInvalidOption].
+func New(tx *gorm.DB, key any, opts ...Option) (*Lock, error) {
+	o, err := applyOptions("New", true, true, opts)
+	if err != nil {
+		return nil, err
+	}
+	l, err := newLock(tx, key, options{shared: o.shared, xact: o.xact})
+	if err != nil {
+		return nil, err
+	}
+	l.wait = options{wait: o.wait, timeout: o.timeout, waitOpts: o.waitOpts}
+	return l, nil
+}
+
+// newLock is New with the mode options applied.
+func newLock(tx *gorm.DB, key any, mode options) (*Lock, error) {
+	reg, err := registered(tx)
+	if err != nil {
+		return nil, err
+	}
+	l := &Lock{db: tx, key: key, reg: reg, be: reg.server.backend, mode: mode}
+	if err := l.bindSession(tx); err != nil {
+		return nil, err
+	}
+	if l.dbKey, err = l.be.dbKey(key, reg.cfg.KeyPrefix); err != nil {
+		return nil, err
+	}
+	l.sk = l.be.stmtKey(l.dbKey)
+	if err := l.be.checkMode(l.mode); err != nil {
+		return nil, err
+	}
+	l.seq = l.sess.nextID.Add(1)
+	return l, nil
+}
+
+// bindSession finds the database session tx runs on.
+func (l *Lock) bindSession(tx *gorm.DB) error {
+	var pool gorm.ConnPool
+	if tx.Statement != nil {
+		pool = tx.Statement.ConnPool
+	}
+	if pool == nil {
+		pool = tx.Config.ConnPool
+	}
+	switch c := pool.(type) {
+	case *sql.Conn:
+		if l.mode.xact {
+			return fmt.Errorf("%w: Xact needs a tx inside db.Transaction", ErrNotInTransaction)
+		}
+		l.pin = pinOf(c)
+		l.q, l.tx, l.sess = c, txUnknown, l.pin.sess
+		return nil
+	case *sql.Tx:
+		if !l.mode.xact {
+			return errSessionInTx
+		}
+		l.q, l.tx, l.sess = c, txOpen, txSessions.loadOrStore(c, newSession)
+		return nil
+	case *gorm.PreparedStmtTX:
+		if !l.mode.xact {
+			return errSessionInTx
+		}
+		if t, ok := c.Tx.(*sql.Tx); ok {
+			l.q, l.tx, l.sess = t, txOpen, txSessions.loadOrStore(t, newSession)
+		} else {
+			l.q, l.tx, l.sess = c, txOpen, preparedSessions.loadOrStore(c, newSession)
+		}
+		return nil
+	}
+	if l.mode.xact {
+		return fmt.Errorf("%w: Xact needs a tx inside db.Transaction, got %T", ErrNotInTransaction, pool)
+	}
+	return fmt.Errorf("%w: %T is a pool, not one session; create the Lock on the tx of db.Connection", ErrNotPinned, pool)
+}
+
+var errSessionInTx = fmt.Errorf("%w: a session lock on a transaction; create the Lock on the db.Connection tx, before Transaction", ErrNotPinned)
+
+// Key returns the key given to New.
+func (l *Lock) Key() any { return l.key }
+
+// DBKey returns what the server sees: the int64 key on PostgreSQL, the
+// lock name (a string) on MySQL and MariaDB.
+func (l *Lock) DBKey() any { return l.dbKey }
+
+// DB returns the *gorm.DB given to New.
+func (l *Lock) DB() *gorm.DB { return l.db }
+
+// Acquired reports whether this Lock holds its lock, as far as it knows.
+// It never blocks and sends nothing; use [Lock.Held] to ask the server.
+func (l *Lock) Acquired() bool {
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state == stateHeld
+}
+
+// Held asks the server whether this Lock's session holds the lock, in
+// this Lock's mode. It blocks for one statement, which waits for any
+// other dlock statement on the session to finish first; ctx bounds that
+// wait. It returns (true, nil) only when the server says so. It returns
+// (false, nil) when the session is alive and does not hold the lock; if
+// this Lock believed it held it, the Lock is now lost and Acquired reports
+// false. After any error it returns false: an error matching
+// [ErrLockLost] means the session is gone (Acquired reports false too).
+// For an [Xact] lock it returns (false, nil) once the transaction is done.
+func (l *Lock) Held(ctx context.Context) (bool, error) {
+	if l == nil {
+		return false, fmt.Errorf("%w: nil *Lock", ErrNotHeld)
+	}
+	s := l.sess
+	if err := s.lock(ctx); err != nil {
+		return false, err
+	}
+	defer s.unlock()
+	held, err := l.heldLocked(ctx)
+	if err != nil {
+		return false, err
+	}
+	if !held {
+		l.mu.Lock()
+		if l.state == stateHeld {
+			s.removeLocked(l.seq)
+			l.state, l.lostErr = stateLost, errNotHeldByServer
+			if l.mode.xact {
+				l.state = stateIdle
+			}
+		}
+		l.mu.Unlock()
+	}
+	return held, nil
+}
+
+// heldLocked runs the held statement and settles what its error means.
+func (l *Lock) heldLocked(ctx context.Context) (held bool, err error) {
+	if err := l.readyLocked(ctx); err != nil {
+		return false, err
+	}
+	err = l.short(ctx, func(qctx context.Context) error {
+		var err error
+		held, err = l.be.held(qctx, l.q, l.sk, l.mode)
+		return err
+	})
+	switch {
+	case err == nil:
+		return held, nil
+	case l.tx == txOpen && errors.Is(err, sql.ErrTxDone):
+		l.sess.loseLocked(errTxDone)
+		return false, nil
+	}
+	if lost := l.sessionFailedLocked(err); lost != nil {
+		return false, lost
+	}
+	return false, err
+}
+
+// markLost tells l that its hold is gone, and why, if it holds one.
+func (l *Lock) markLost(why error) {
+	l.mu.Lock()
+	if l.state == stateHeld {
+		l.state, l.lostErr = stateLost, why
+	}
+	l.mu.Unlock()
+}

@@ -1,0 +1,142 @@
+package dlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Release releases this Lock's hold. It blocks for one statement on the
+// Lock's session. The statement runs with ctx's values but not its
+// cancellation, bounded by the Plugin's ReleaseTimeout (or ctx's deadline
+// if that is later): a release always happens. If the outcome cannot be
+// known, the session is discarded rather than returned to the pool, and
+// the error matches [ErrLockLost].
+//
+// Release returns [ErrNotHeld] if this Lock holds nothing, and an error
+// matching [ErrLockLost] if the hold is gone: the server says it was not
+// held (the session was killed, or its locks were dropped behind dlock's
+// back), or dlock found it gone earlier. A Lock whose session went back
+// to the pool while it held the lock (its db.Connection returned) gets an
+// error that also matches [ErrLeaked]. In every case, and after any other
+// failure, the Lock is left not acquired, with one exception: on
+// PostgreSQL inside a transaction that has failed (SQLSTATE 25P02)
+// nothing can run, the lock is still held, and the Lock stays acquired so
+// that it can be released after the rollback.
+//
+// An [Xact] lock cannot be released early: Release returns an error
+// matching [ErrUnsupported] and the lock ends with its transaction.
+func (l *Lock) Release(ctx context.Context) error {
+	if l == nil {
+		return fmt.Errorf("%w: nil *Lock", ErrNotHeld)
+	}
+	l.mu.Lock()
+	switch {
+	case l.state == stateLost:
+		why := l.lostErr
+		l.state, l.lostErr = stateIdle, nil
+		l.mu.Unlock()
+		return why
+	case l.state != stateHeld:
+		l.mu.Unlock()
+		return ErrNotHeld
+	case l.mode.xact:
+		l.mu.Unlock()
+		return fmt.Errorf("%w: a transaction-level lock is released when its transaction ends", ErrUnsupported)
+	}
+	l.state = stateReleasing
+	l.mu.Unlock()
+
+	stillHeld, err := l.release(ctx)
+
+	l.mu.Lock()
+	if stillHeld {
+		l.state = stateHeld
+	} else {
+		l.state, l.lostErr = stateIdle, nil
+	}
+	l.mu.Unlock()
+	return err
+}
+
+// release runs the release statement under the session mutex.
+func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
+	s := l.sess
+	if err := s.lockWithin(ctx, l.shortBound(ctx), l.q); err != nil {
+		return false, fmt.Errorf("%w: the session stayed busy; it will be discarded: %w", ErrLockLost, err)
+	}
+	defer s.unlock()
+	if err := l.readyLocked(ctx); err != nil {
+		return false, err
+	}
+	if !s.removeLocked(l.seq) {
+		// Someone settled this hold while the Release waited for the
+		// session: the leak check of Connection or WithLock, or a discard.
+		return false, fmt.Errorf("%w: released by dlock.Connection as leaked", ErrLockLost)
+	}
+	var ok bool
+	err = l.short(ctx, func(qctx context.Context) error {
+		var err error
+		ok, err = l.be.unlock(qctx, l.q, l.sk, l.mode)
+		return err
+	})
+	switch {
+	case err == nil && ok:
+		return false, nil
+	case err == nil:
+		return false, errNotHeldByServer
+	case l.classify(err) == failTxAborted:
+		s.addLocked(l)
+		return true, fmt.Errorf("dlock: cannot release inside a failed transaction; the lock is still held, release it after the rollback: %w", err)
+	}
+	if lost := l.sessionFailedLocked(err); lost != nil {
+		return false, lost
+	}
+	why := fmt.Errorf("%w: release failed, so the session was discarded: %w", ErrLockLost, err)
+	s.discardLocked(l.q, why)
+	return false, why
+}
+
+// Close releases the lock if this Lock holds it, and returns nil if it
+// does not. It is idempotent, safe on a nil *Lock, and blocks like
+// [Lock.Release]. The Lock may be acquired again afterwards. On an [Xact]
+// lock Close sends nothing: the lock ends with its transaction.
+//
+// A Lock whose hold dlock found gone returns that error once, as Release
+// does; a later Close returns nil.
+func (l *Lock) Close(ctx context.Context) error {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	st, xact := l.state, l.mode.xact
+	if xact && st == stateHeld {
+		l.state = stateIdle
+	}
+	l.mu.Unlock()
+	if (st != stateHeld && st != stateLost) || xact {
+		return nil
+	}
+	err := l.Release(ctx)
+	if errors.Is(err, ErrNotHeld) {
+		return nil // released concurrently
+	}
+	return err
+}
+
+// sessionFailedLocked settles an error that ends the session for l: a
+// lost session is discarded, and a Lock whose session went back to the
+// pool is marked so. It returns the error to report, or nil when err is
+// about the statement alone.
+func (l *Lock) sessionFailedLocked(err error) error {
+	switch l.classify(err) {
+	case failLost:
+		why := fmt.Errorf("%w: %w", ErrLockLost, err)
+		l.sess.discardLocked(l.q, why)
+		return why
+	case failPinClosed:
+		l.markLost(errPinClosed)
+		return errPinClosed
+	}
+	return nil
+}
