@@ -174,7 +174,7 @@ func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o optio
 	}
 	if err != nil {
 		if _, rerr := q.ExecContext(ctx, pgRollback); rerr != nil {
-			return false, errors.Join(err, rerr)
+			return false, joinErrors(err, rerr)
 		}
 		return false, err
 	}

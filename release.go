@@ -88,6 +88,10 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 	case l.classify(err) == failTxAborted:
 		s.addLocked(l)
 		return true, fmt.Errorf("dlock: cannot release inside a failed transaction; the lock is still held, release it after the rollback: %w", err)
+	case l.classify(err) == failPinClosed:
+		// Still held, by a session back in the pool: the book keeps the
+		// hold for dlock's next use of that session, which releases it.
+		s.addLocked(l)
 	}
 	if lost := l.sessionFailedLocked(err); lost != nil {
 		return false, lost
