@@ -36,9 +36,11 @@ func Example() {
 	}
 }
 
-// Pin a session with db.Connection, then acquire and release by hand.
+// Pin a session with dlock.Connection, then acquire and release by hand.
+// dlock.Connection is db.Connection that also releases, and reports, a
+// lock left held when fn returns, so that it cannot go back to the pool.
 func ExampleNew() {
-	err := db.Connection(func(tx *gorm.DB) (err error) {
+	err := dlock.Connection(ctx, db, func(tx *gorm.DB) (err error) {
 		lock, err := dlock.New(tx, "nightly-report")
 		if err != nil {
 			return err
@@ -60,7 +62,7 @@ func ExampleNew() {
 
 // Wait at most two seconds; the server does the waiting.
 func ExampleLock_Acquire_timeout() {
-	_ = db.Connection(func(tx *gorm.DB) (err error) {
+	_ = dlock.Connection(ctx, db, func(tx *gorm.DB) (err error) {
 		lock, err := dlock.New(tx, "billing:close-month")
 		if err != nil {
 			return err
@@ -80,7 +82,7 @@ func ExampleLock_Acquire_timeout() {
 
 // Try once and skip the work if another session holds the lock.
 func ExampleLock_Acquire_noWait() {
-	_ = db.Connection(func(tx *gorm.DB) (err error) {
+	_ = dlock.Connection(ctx, db, func(tx *gorm.DB) (err error) {
 		lock, err := dlock.New(tx, "cache-warmup")
 		if err != nil {
 			return err
@@ -103,6 +105,21 @@ func ExampleWithLock() {
 	})
 	if errors.Is(err, dlock.ErrNotAcquired) {
 		log.Print("gave up waiting: ", err)
+	}
+}
+
+// A WithLock inside fn, called with fn's context, runs on the outer
+// session: it never waits for the outer lock, and needs no second pooled
+// session.
+func ExampleWithLock_nested() {
+	err := dlock.WithLock(ctx, db, "account:42", func(tx *gorm.DB) error {
+		ctx := tx.Statement.Context // carries the outer session
+		return dlock.WithLock(ctx, db, "account:42:statement", func(tx *gorm.DB) error {
+			return nil // both locks are held by one session here
+		})
+	})
+	if err != nil {
+		log.Print(err)
 	}
 }
 
@@ -159,7 +176,7 @@ func ExampleConnection() {
 // Set a Lock's default wait in New; an option given to Acquire replaces it
 // for that call.
 func ExampleTimeout() {
-	_ = db.Connection(func(tx *gorm.DB) (err error) {
+	_ = dlock.Connection(ctx, db, func(tx *gorm.DB) (err error) {
 		lock, err := dlock.New(tx, "reindex", dlock.Timeout(10*time.Second))
 		if err != nil {
 			return err
@@ -223,7 +240,7 @@ func ExamplePlugin() {
 // A leader checks that its session still holds the lock before each round
 // of work; a killed session shows as ErrLockLost.
 func ExampleLock_Held() {
-	_ = db.Connection(func(tx *gorm.DB) (err error) {
+	_ = dlock.Connection(ctx, db, func(tx *gorm.DB) (err error) {
 		lock, err := dlock.New(tx, "leader:scheduler")
 		if err != nil {
 			return err
