@@ -154,7 +154,7 @@ func (l *Lock) acquireStackedLocked(ctx context.Context, o options) (bool, error
 // waitPlan is how one Acquire waits.
 type waitPlan struct {
 	b       bound
-	cut     time.Duration // cut the server's wait here (MySQL whole seconds)
+	cut     time.Duration // cancel the wait here (MySQL whole seconds, or a backstop)
 	fromCtx bool          // the ctx deadline bounds the wait, not a Timeout
 	timeout time.Duration // the Timeout asked for, for messages
 }
@@ -188,8 +188,13 @@ func (l *Lock) planWait(ctx context.Context, o options) (waitPlan, error) {
 	}
 	var mustCut bool
 	p.b.wait, mustCut = l.be.serverWait(rem)
-	if mustCut {
+	switch {
+	case mustCut:
 		p.cut = rem
+	case !p.fromCtx:
+		// The server ends this wait; if its answer does not come (a cut
+		// network), the watcher cancels it a little later.
+		p.cut = rem + deadlineGrace
 	}
 	return p, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"net"
 	"sync"
 	"time"
 )
@@ -79,10 +80,13 @@ type watchdog struct {
 	// counts the end while it is sent.
 	ending bool
 	ended  sync.WaitGroup
-	// Where to send the end: the session id, from a control connection.
-	be   backend
-	pool *sql.DB
-	id   int64
+	// Where to send the end: the session id, from a control connection,
+	// and the session's network connection, which a deadline wakes (set
+	// once, when the session's state is made).
+	be      backend
+	pool    *sql.DB
+	id      int64
+	netConn net.Conn
 }
 
 // arm makes the watchdog end session id if the statement about to run
@@ -135,10 +139,14 @@ func (w *watchdog) fire() {
 	w.pending = false
 	w.ending = true
 	w.ended.Add(1)
-	be, pool, id := w.be, w.pool, w.id
+	be, pool, id, nc := w.be, w.pool, w.id, w.netConn
 	w.mu.Unlock()
 
 	defer w.ended.Done()
+	if nc != nil {
+		// The statement returns now, even if the network lost its answer.
+		_ = nc.SetDeadline(time.Unix(1, 0))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
 	_ = be.terminate(ctx, pool, id)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"io"
+	"net"
 	"reflect"
 	"sync/atomic"
 	"time"
@@ -84,17 +85,25 @@ func pinOf(c *sql.Conn) *pin {
 // or fresh state for c alone when c is closed or its driver connection
 // is not a pointer.
 func physicalSession(c *sql.Conn) *session {
-	var dc *byte
+	var (
+		dc *byte
+		nc net.Conn
+	)
 	_ = c.Raw(func(driverConn any) error {
 		if v := reflect.ValueOf(driverConn); v.Kind() == reflect.Pointer && !v.IsNil() {
 			dc = (*byte)(v.UnsafePointer()) // the object, not its type, is the key
+			nc = networkConn(driverConn)
 		}
 		return nil
 	})
 	if dc == nil {
 		return newSession()
 	}
-	return driverSessions.loadOrStore(dc, newSession)
+	return driverSessions.loadOrStore(dc, func() *session {
+		s := newSession()
+		s.dog.netConn = nc
+		return s
+	})
 }
 
 // tryLock takes the session mutex if it is free.

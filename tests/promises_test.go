@@ -330,4 +330,3 @@ func newLockOn(t testing.TB, tx *gorm.DB, key any) *dlock.Lock {
 	}
 	return l
 }
-
