@@ -104,6 +104,9 @@ const (
 )
 
 func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o options, b bound, w *watcher) (bool, error) {
+	if err := pgCheckSession(ctx, q); err != nil {
+		return false, err
+	}
 	key := k // passed on boxed: no allocation per statement
 	if b.try {
 		var ok bool
@@ -289,6 +292,8 @@ func (pgBackend) terminate(ctx context.Context, pool *sql.DB, id int64) error {
 func (pgBackend) classify(err error) failure {
 	st := sqlState(err)
 	switch {
+	case isRefusal(err):
+		return failTxAborted // refused before the lock statement: nothing ran
 	case st == "55P03":
 		return failTimeout
 	case st == "57014":
