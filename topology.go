@@ -32,6 +32,12 @@ const poolerCheckTimeout = 5 * time.Second
 // pooling, which show as two client sessions on one backend, or as one
 // client session that moves between backends.
 func pgCheckPool(ctx context.Context, pool *sql.DB) (pooler bool, err error) {
+	if pool.Stats().MaxOpenConnections == 1 {
+		// Two sessions are needed for a moment; the limit is put back
+		// (and the extra session closed) when the check is done.
+		pool.SetMaxOpenConns(2)
+		defer pool.SetMaxOpenConns(1)
+	}
 	c1, err := pool.Conn(ctx)
 	if err != nil {
 		return false, fmt.Errorf("dlock: checking the PostgreSQL topology: %w", err)
@@ -43,9 +49,6 @@ func pgCheckPool(ctx context.Context, pool *sql.DB) (pooler bool, err error) {
 	}
 	if id, ok := driverSessionID(c1); ok && id != pid1 {
 		pooler = true
-	}
-	if pool.Stats().MaxOpenConnections == 1 {
-		return pooler, nil // no second session to compare with
 	}
 	c2, err := pool.Conn(ctx)
 	if err != nil {

@@ -206,6 +206,20 @@ func TestPgBouncerTransactionPoolingRefused(t *testing.T) {
 				"transaction pooling", "session pooling")
 		})
 	}
+	// A pool of one session is checked on two for a moment.
+	t.Run("MaxOpenConns 1", func(t *testing.T) {
+		db := openPg(t, b.DSN("default_query_exec_mode=exec"))
+		sqlDB, err := db.DB()
+		if err != nil {
+			t.Fatalf("db.DB(): %v", err)
+		}
+		sqlDB.SetMaxOpenConns(1)
+		err = db.Use(dlock.Plugin{})
+		refused(t, "db.Use(dlock.Plugin{})", err, []error{dlock.ErrUnsupportedDialect}, "transaction pooling")
+		if got := sqlDB.Stats().MaxOpenConnections; got != 1 {
+			t.Fatalf("MaxOpenConnections = %d after db.Use, want 1", got)
+		}
+	})
 }
 
 // PgBouncer in session pooling keeps a client on one server session, so
