@@ -151,6 +151,26 @@ func waitWaiting(t *testing.T, obs *sql.DB, k int64) {
 	}
 }
 
+// waitSleeping waits until backend pid runs pg_sleep.
+func waitSleeping(t *testing.T, obs *sql.DB, pid int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		err := obs.QueryRow("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep%'", pid).Scan(&n)
+		if err != nil {
+			t.Fatalf("query pg_stat_activity: %v", err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backend %d does not run pg_sleep after 10s", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // refused fails unless err is a one-line error matching every sentinel in
 // want and naming every word in words.
 func refused(t *testing.T, what string, err error, want []error, words ...string) {
@@ -313,6 +333,39 @@ func TestPgBouncerSessionPooling(t *testing.T) {
 				}
 				t.Logf("cancel returned in %v", took)
 			})
+		}
+	})
+
+	// The release bound ends the session's backend, found by its real pid
+	// (v0.1 sent pg_terminate_backend to PgBouncer's cancel key: Release
+	// returned, and the lock was freed, only when the blocking statement
+	// ended, 10 s later).
+	t.Run("hung release ends the backend", func(t *testing.T) {
+		db := openPg(t, b.DSN(""))
+		if err := db.Use(dlock.Plugin{ReleaseTimeout: 300 * time.Millisecond}); err != nil {
+			t.Fatalf("db.Use = %v", err)
+		}
+		tx, conn := pin(t, db)
+		pid := backendPID(t, conn)
+		l := newLock(t, tx, uniqueKey(t))
+		if ok, err := l.Acquire(context.Background()); !ok || err != nil {
+			t.Fatalf("Acquire() = %v, %v", ok, err)
+		}
+		go func() { _, _ = conn.ExecContext(context.Background(), "SELECT pg_sleep(10)") }()
+		waitSleeping(t, obs, pid)
+		start := time.Now()
+		if err := l.Release(context.Background()); !errors.Is(err, dlock.ErrLockLost) {
+			t.Fatalf("Release() = %v, want ErrLockLost", err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Fatalf("Release() returned after %v, want about the 300ms bound", took)
+		}
+		deadline := start.Add(3 * time.Second)
+		for len(pgHolders(t, obs, l.DBKey().(int64), true)) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("lock still held by backend %d %v after the release bound", pid, time.Since(start))
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 
