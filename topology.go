@@ -227,3 +227,68 @@ func mysqlTopologyError(mariadb, readOnly, other bool) error {
 func isRefusal(err error) bool {
 	return errors.Is(err, ErrUnsupportedDialect)
 }
+
+// verifiedPIDs holds the backend pid that dlock read from the server for
+// a pinned session whose driver does not tell it truly: behind a pooler
+// (pgx's PID() is PgBouncer's cancel key) or with drivers other than pgx.
+var verifiedPIDs weakMap[sql.Conn, int64]
+
+// pgVerifiedPID returns the backend pid read for the session q, if any.
+// The lock, release and held statements on such a session check it at no
+// extra round trip: a session that moved to another backend, as under
+// transaction pooling, is lost, and a release runs only on its backend.
+func pgVerifiedPID(q querier) (int64, bool) {
+	c, ok := q.(*sql.Conn)
+	if !ok {
+		return 0, false
+	}
+	return verifiedPIDs.load(c)
+}
+
+// errSessionMoved is part of the error of a statement that ran on another
+// backend than the session's.
+var errSessionMoved = errors.New("dlock: the session moved to another backend")
+
+// pgMovedError reports a session found on backend at instead of pid.
+func pgMovedError(pid, at int64) error {
+	return fmt.Errorf("%w: %w (from %d to %d), as under transaction pooling; nothing on it is trusted", ErrLockLost, errSessionMoved, pid, at)
+}
+
+// pgTryOnBackend is the one-try lock statement on a session whose backend
+// pid is pid. A grant on another backend is undone there, by a release
+// that runs only if the next statement lands on that backend too, and
+// the session is reported lost.
+func pgTryOnBackend(ctx context.Context, q querier, key any, o options, pid int64) (bool, error) {
+	var (
+		ok bool
+		at int64
+	)
+	err := q.QueryRowContext(ctx, pgStmt(o).tryPID, key).Scan(&ok, &at)
+	if err != nil || at == pid {
+		return ok, err
+	}
+	if ok && !o.xact {
+		var void sql.NullBool
+		_ = q.QueryRowContext(ctx, pgStmt(o).undo, key, at).Scan(&void)
+	}
+	return false, pgMovedError(pid, at)
+}
+
+// pgUnlockOnBackend releases key only if the statement runs on backend
+// pid, so that it never releases a hold of another client's session.
+func pgUnlockOnBackend(ctx context.Context, q querier, key any, o options, pid int64) (bool, error) {
+	var (
+		released sql.NullBool
+		at       int64
+	)
+	err := q.QueryRowContext(ctx, pgStmt(o).unlockPID, key, pid).Scan(&released, &at)
+	if err == nil && at != pid {
+		return false, pgMovedError(pid, at)
+	}
+	return released.Bool, err
+}
+
+// pgHeldPIDSQL is pgHeldSQL for the backend pid $4 instead of the one the
+// statement runs on.
+const pgHeldPIDSQL = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'" +
+	" AND pid = $4 AND granted AND classid = $1 AND objid = $2 AND objsubid = 1 AND mode = $3)"

@@ -342,7 +342,25 @@ func waitReady(t *testing.T, p *proc, driver, dsn string) {
 type pgBouncer struct {
 	mode string // "session" or "transaction"
 	port int
+	ini  string // its configuration file
 	proc *proc
+}
+
+// reload rewrites the pool mode in the configuration and makes PgBouncer
+// read it again (SIGHUP), as an operator would.
+func (b *pgBouncer) reload(t *testing.T, mode string) {
+	t.Helper()
+	old, err := os.ReadFile(b.ini)
+	if err != nil {
+		t.Fatalf("read %s: %v", b.ini, err)
+	}
+	conf := strings.Replace(string(old), "pool_mode = "+b.mode, "pool_mode = "+mode, 1)
+	writeOwned(t, b.ini, conf, "postgres")
+	if err := b.proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP pgbouncer: %v", err)
+	}
+	b.mode = mode
+	time.Sleep(200 * time.Millisecond) // PgBouncer reloads in its event loop
 }
 
 // DSN returns a pgx DSN for the database test through PgBouncer; extra is
@@ -365,8 +383,7 @@ func bouncer(t *testing.T, mode string) *pgBouncer {
 	t.Helper()
 	topologyTest(t)
 	needRoot(t)
-	bin, ok := lookPath("pgbouncer", "/usr/sbin")
-	if !ok {
+	if _, ok := lookPath("pgbouncer", "/usr/sbin"); !ok {
 		missing(t, "no pgbouncer binary (apt-get install pgbouncer)")
 	}
 	if err := pingShared(); err != nil {
@@ -376,6 +393,20 @@ func bouncer(t *testing.T, mode string) *pgBouncer {
 	defer bouncersMu.Unlock()
 	if b := bouncers[mode]; b != nil && !b.proc.exited() {
 		return b
+	}
+	b := startBouncer(t, mode)
+	bouncers[mode] = b
+	return b
+}
+
+// startBouncer starts a PgBouncer of the test's own in the pool mode.
+func startBouncer(t *testing.T, mode string) *pgBouncer {
+	t.Helper()
+	topologyTest(t)
+	needRoot(t)
+	bin, ok := lookPath("pgbouncer", "/usr/sbin")
+	if !ok {
+		missing(t, "no pgbouncer binary (apt-get install pgbouncer)")
 	}
 	dir := tempDir(t, "pgbouncer", "postgres")
 	port := freePort(t)
@@ -399,9 +430,8 @@ admin_users = postgres
 	writeOwned(t, filepath.Join(dir, "userlist.txt"), `"postgres" ""`+"\n", "postgres")
 	p := start(t, "pgbouncer ("+mode+")", "postgres", dir, filepath.Join(dir, "pgbouncer.log"), syscall.SIGINT,
 		bin, filepath.Join(dir, "pgbouncer.ini"))
-	b := &pgBouncer{mode: mode, port: port, proc: p}
+	b := &pgBouncer{mode: mode, port: port, ini: filepath.Join(dir, "pgbouncer.ini"), proc: p}
 	waitReady(t, p, "pgx", b.DSN("default_query_exec_mode=simple_protocol"))
-	bouncers[mode] = b
 	return b
 }
 

@@ -446,3 +446,48 @@ func TestMariaDBReadOnlyRefused(t *testing.T) {
 	err := db.Use(dlock.Plugin{})
 	refused(t, "db.Use(dlock.Plugin{}) on a read_only server", err, []error{dlock.ErrUnsupportedDialect}, "read_only")
 }
+
+// A pool checked in session pooling whose PgBouncer is switched to
+// transaction pooling afterwards: a session whose statement lands on
+// another backend is reported lost, never trusted (v0.1: the second
+// session's try ran on the holder's backend and returned true).
+func TestPgBouncerSwitchedToTransactionPooling(t *testing.T) {
+	b := startBouncer(t, "session")
+	db := openPg(t, b.DSN("default_query_exec_mode=exec"))
+	use(t, db)
+	obs := sharedObserver(t)
+	key := uniqueKey(t)
+	tx1, c1 := pin(t, db)
+	tx2, c2 := pin(t, db)
+	l1, l2 := newLock(t, tx1, key), newLock(t, tx2, key)
+	// Each session learns its backend while the pooler still pins it.
+	if ok, err := l1.Acquire(context.Background(), dlock.NoWait()); !ok || err != nil {
+		t.Fatalf("Acquire() = %v, %v; want true, nil", ok, err)
+	}
+	if ok, err := l2.Acquire(context.Background(), dlock.NoWait()); ok || err != nil {
+		t.Fatalf("second session Acquire() = %v, %v; want false, nil", ok, err)
+	}
+	pid1, pid2 := backendPID(t, c1), backendPID(t, c2)
+	if pid1 == pid2 {
+		t.Fatalf("two sessions on backend %d under session pooling", pid1)
+	}
+	b.reload(t, "transaction")
+	// Each session's next statement gives its backend back to the pool,
+	// the holder's last: PgBouncer reuses the most recent one first.
+	for _, c := range []*sql.Conn{c2, c1} {
+		if _, err := c.ExecContext(context.Background(), "SELECT 1"); err != nil {
+			t.Fatalf("SELECT 1: %v", err)
+		}
+	}
+	ok, err := l2.Acquire(context.Background(), dlock.NoWait())
+	if ok {
+		t.Fatalf("second session Acquire() = true, %v while backend %d holds %q", err, pid1, key)
+	}
+	if err != nil && !errors.Is(err, dlock.ErrLockLost) {
+		t.Fatalf("second session Acquire() = %v, want false and ErrLockLost (or nil)", err)
+	}
+	t.Logf("second session Acquire() = %v, %v", ok, err)
+	if got := pgHolders(t, obs, l1.DBKey().(int64), true); len(got) != 1 || got[0] != pid1 {
+		t.Fatalf("holders %v, want [%d]", got, pid1)
+	}
+}
