@@ -19,7 +19,7 @@ STATICCHECK_VERSION := v0.8.2
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-.PHONY: all test test-unit test-integration demo vet fmt-check fmt ci examples lint staticcheck stress bench
+.PHONY: all test test-unit test-integration topology demo vet fmt-check fmt ci examples lint staticcheck stress bench
 
 all: vet fmt-check test
 
@@ -30,6 +30,15 @@ test-unit:
 
 test-integration:
 	cd tests && $(GO) test -race -count=1 ./...
+
+# Production topologies (tests/topology): PgBouncer in session and
+# transaction pooling, a PostgreSQL streaming hot standby, a Galera node and
+# a read-only MariaDB, each started by the tests as root in a temporary
+# directory on free ports (pgbouncer, postgresql, mariadb-server and
+# galera-4 from Debian; a missing one skips its test, or fails it under CI or
+# DLOCK_TEST_REQUIRE_DB). Takes well under a minute.
+topology:
+	cd tests && DLOCK_TEST_TOPOLOGY=1 $(GO) test -race -count=1 -v ./topology/
 
 demo:
 	cd examples && $(GO) run ./demo

@@ -347,9 +347,9 @@ func (l *Lock) try(ctx context.Context) (ok bool, err error) {
 }
 
 // probeSessionID learns the server's id of the session: from the driver
-// where it tells (pgx), else with one query.
+// where it tells (pgx, unless a pooler stands between), else with one query.
 func (l *Lock) probeSessionID(ctx context.Context) error {
-	if id, ok := driverSessionID(l.q); ok {
+	if id, ok := driverSessionID(l.q); ok && !l.reg.server.pooler {
 		l.sess.id = id
 		return nil
 	}

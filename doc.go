@@ -247,12 +247,15 @@
 // whose connection a proxy or the network ends; the holder learns it at
 // its next call, as [ErrLockLost].
 //
-// Session locks need a real session. PgBouncer in transaction pooling
-// mode hands each transaction to any server session, so session locks
-// neither exclude nor stay held; use session pooling or a direct
-// connection. Galera, ProxySQL, Vitess and TiDB do not give GET_LOCK the
-// meaning of a single MySQL server, and dlock cannot tell them apart from
-// one.
+// Session locks need a real session on the one server everyone locks on.
+// Plugin.Initialize refuses a pooler in transaction or statement pooling
+// (PgBouncer pool_mode = transaction), a Galera node, a read-only MySQL or
+// MariaDB server, TiDB and Vitess, with an error wrapping
+// [ErrUnsupportedDialect]; a PostgreSQL hot standby is refused per session
+// before its first lock, so a promoted standby locks. Behind PgBouncer in
+// session pooling dlock learns each session's backend pid with a query.
+// ProxySQL and a writable replica cannot be detected. The README's
+// "Supported topologies" lists each case and its test.
 //
 // On PostgreSQL a session's statement_timeout applies to the lock
 // statement: when it fires the wait ends and Acquire returns an error

@@ -25,6 +25,14 @@ import (
 //	cancel (control)   SELECT pg_cancel_backend($1)
 //	end a hung session SELECT pg_terminate_backend($1)
 //
+// On a session whose backend pid dlock read with SELECT pg_backend_pid()
+// (behind a pooler, or with drivers other than pgx; see topology.go), the
+// try and release statements also return pg_backend_pid(), the release
+// runs only on that backend, and held looks for that pid:
+//
+//	try once           SELECT pg_try_advisory_lock($1), pg_backend_pid()
+//	release            SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock($1) END, pg_backend_pid()
+//
 // set_config(..., true) outside a transaction block lasts for the one
 // statement, so the session's lock_timeout is never changed. Inside an
 // open transaction a wait that can time out or be cancelled runs inside
@@ -69,6 +77,11 @@ func pgFunc(prefix, action string, o options) string {
 type pgStmts struct {
 	try, unlock string // whole statements
 	lock        string // the waiting call, completed by the caller
+
+	// On a session whose backend pid dlock read from the server (see
+	// pgVerifiedPID): the statements also return pg_backend_pid(), and a
+	// release runs only on that backend ($2).
+	tryPID, unlockPID, undo string
 }
 
 // pgStmtTable holds pgStmts by [xact][shared], built once.
@@ -76,10 +89,14 @@ var pgStmtTable = func() (t [2][2]pgStmts) {
 	for x := range 2 {
 		for sh := range 2 {
 			o := options{xact: x == 1, shared: sh == 1}
+			onBackend := "CASE WHEN pg_backend_pid() = $2 THEN " + pgFunc("", "unlock", o) + " END"
 			t[x][sh] = pgStmts{
-				try:    "SELECT " + pgFunc("try_", "lock", o),
-				unlock: "SELECT " + pgFunc("", "unlock", o),
-				lock:   pgFunc("", "lock", o),
+				try:       "SELECT " + pgFunc("try_", "lock", o),
+				unlock:    "SELECT " + pgFunc("", "unlock", o),
+				lock:      pgFunc("", "lock", o),
+				tryPID:    "SELECT " + pgFunc("try_", "lock", o) + ", pg_backend_pid()",
+				unlockPID: "SELECT " + onBackend + ", pg_backend_pid()",
+				undo:      "SELECT " + onBackend,
 			}
 		}
 	}
@@ -104,8 +121,14 @@ const (
 )
 
 func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o options, b bound, w *watcher) (bool, error) {
+	if err := pgCheckSession(ctx, q); err != nil {
+		return false, err
+	}
 	key := k // passed on boxed: no allocation per statement
 	if b.try {
+		if pid, known := pgVerifiedPID(q); known {
+			return pgTryOnBackend(ctx, q, key, o, pid)
+		}
 		var ok bool
 		err := q.QueryRowContext(ctx, pgStmt(o).try, key).Scan(&ok)
 		return ok, err
@@ -245,6 +268,9 @@ func pgxCall(c *sql.Conn, method string) (result reflect.Value, ok bool) {
 }
 
 func (pgBackend) unlock(ctx context.Context, q querier, k any, o options) (bool, error) {
+	if pid, known := pgVerifiedPID(q); known {
+		return pgUnlockOnBackend(ctx, q, k, o, pid)
+	}
 	var ok bool
 	err := q.QueryRowContext(ctx, pgStmt(o).unlock, k).Scan(&ok)
 	return ok, err
@@ -263,13 +289,22 @@ func (pgBackend) held(ctx context.Context, q querier, k any, o options) (bool, e
 		mode = "ShareLock"
 	}
 	var ok bool
+	if pid, known := pgVerifiedPID(q); known {
+		err := q.QueryRowContext(ctx, pgHeldPIDSQL, int64(key>>32), int64(key&0xffffffff), mode, pid).Scan(&ok)
+		return ok, err
+	}
 	err := q.QueryRowContext(ctx, pgHeldSQL, int64(key>>32), int64(key&0xffffffff), mode).Scan(&ok)
 	return ok, err
 }
 
+// sessionID reads the backend pid, which the statements on a *sql.Conn
+// then check (see pgVerifiedPID).
 func (pgBackend) sessionID(ctx context.Context, q querier) (int64, error) {
 	var id int64
 	err := q.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&id)
+	if c, ok := q.(*sql.Conn); ok && err == nil {
+		verifiedPIDs.store(c, id)
+	}
 	return id, err
 }
 
@@ -289,6 +324,10 @@ func (pgBackend) terminate(ctx context.Context, pool *sql.DB, id int64) error {
 func (pgBackend) classify(err error) failure {
 	st := sqlState(err)
 	switch {
+	case errors.Is(err, errSessionMoved):
+		return failLost
+	case isRefusal(err):
+		return failTxAborted // refused before the lock statement: nothing ran
 	case st == "55P03":
 		return failTimeout
 	case st == "57014":

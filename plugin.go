@@ -42,8 +42,13 @@ type Plugin struct {
 // Name returns "gorm:dlock".
 func (Plugin) Name() string { return pluginName }
 
-// Initialize is called by db.Use. It sends one query (the server version)
-// with db's context, and leaves db unchanged when it fails.
+// Initialize is called by db.Use. It asks the server its version, and
+// checks the topology once (see the README's supported topologies): on
+// PostgreSQL it compares two sessions pinned at once, to refuse a pooler
+// in transaction pooling and to learn whether the driver's session id is
+// the backend's pid; on MySQL and MariaDB it refuses Galera nodes
+// (@@wsrep_on), read-only servers, TiDB and Vitess. Its statements run
+// with db's context; it leaves db unchanged when it fails.
 func (p Plugin) Initialize(db *gorm.DB) error {
 	if p.ReleaseTimeout < 0 {
 		return fmt.Errorf("%w: Plugin.ReleaseTimeout is negative", ErrInvalidOption)
@@ -64,17 +69,24 @@ func (p Plugin) Initialize(db *gorm.DB) error {
 	if err := pool.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
 		return fmt.Errorf("dlock: asking the server version: %w", err)
 	}
-	var be backend
+	s := &server{version: version}
 	switch name {
 	case "mysql":
-		be = &mysqlBackend{mariadb: strings.Contains(version, "MariaDB")}
+		mariadb := strings.Contains(version, "MariaDB")
+		if err := mysqlCheckServer(ctx, pool, version, mariadb); err != nil {
+			return err
+		}
+		s.backend = &mysqlBackend{mariadb: mariadb}
 	case "postgres":
 		if strings.Contains(version, "CockroachDB") {
 			return fmt.Errorf("%w: CockroachDB advisory locks do not exclude (%s)", ErrUnsupportedDialect, version)
 		}
-		be = pgBackend{}
+		if s.pooler, err = pgCheckPool(ctx, pool); err != nil {
+			return err
+		}
+		s.backend = pgBackend{}
 	}
-	servers.store(pool, &server{backend: be, version: version})
+	servers.store(pool, s)
 	return nil
 }
 
@@ -82,6 +94,9 @@ func (p Plugin) Initialize(db *gorm.DB) error {
 type server struct {
 	backend backend
 	version string
+	// pooler: the driver's session id is not the server's (PgBouncer's
+	// cancel key instead of the backend pid), so the id is asked for.
+	pooler bool
 }
 
 // servers maps a *sql.DB to what Initialize learned about its server.

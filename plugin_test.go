@@ -16,7 +16,8 @@ import (
 )
 
 // versionDriver is a database/sql driver whose only query answer is the
-// server version in its DSN. It lets Plugin.Initialize be tested for
+// server version in its DSN (and 0 for each server variable a query asks
+// for: a plain, writable server). It lets Plugin.Initialize be tested for
 // dialects and servers this machine does not run; nothing here locks.
 type versionDriver struct{}
 
@@ -24,9 +25,14 @@ func (versionDriver) Open(dsn string) (driver.Conn, error) { return versionConn(
 
 type versionConn string
 
-func (c versionConn) Prepare(string) (driver.Stmt, error) { return versionStmt(c), nil }
-func (versionConn) Close() error                          { return nil }
-func (versionConn) Begin() (driver.Tx, error)             { return nil, errors.New("no transactions") }
+func (c versionConn) Prepare(q string) (driver.Stmt, error) {
+	if strings.HasPrefix(q, "SELECT @@") {
+		return versionStmt(strings.Repeat("0,", strings.Count(q, "@@"))), nil
+	}
+	return versionStmt(c), nil
+}
+func (versionConn) Close() error              { return nil }
+func (versionConn) Begin() (driver.Tx, error) { return nil, errors.New("no transactions") }
 
 type versionStmt string
 
@@ -37,18 +43,33 @@ func (s versionStmt) Query([]driver.Value) (driver.Rows, error) {
 	return &versionRows{v: string(s)}, nil
 }
 
+// versionRows is one row: v, or the values of a comma-terminated list.
 type versionRows struct {
 	v    string
 	done bool
 }
 
-func (*versionRows) Columns() []string { return []string{"version"} }
-func (*versionRows) Close() error      { return nil }
+func (r *versionRows) Columns() []string {
+	if vs, ok := strings.CutSuffix(r.v, ","); ok {
+		return strings.Split(vs, ",")
+	}
+	return []string{"version"}
+}
+
+func (*versionRows) Close() error { return nil }
 func (r *versionRows) Next(dest []driver.Value) error {
 	if r.done {
 		return io.EOF
 	}
-	r.done, dest[0] = true, r.v
+	r.done = true
+	vs, list := strings.CutSuffix(r.v, ",")
+	if !list {
+		dest[0] = r.v
+		return nil
+	}
+	for i, v := range strings.Split(vs, ",") {
+		dest[i] = v
+	}
 	return nil
 }
 
@@ -89,6 +110,8 @@ func TestPluginRefusesUnsupported(t *testing.T) {
 		{"sqlite", "3.45.0"},
 		{"sqlserver", "Microsoft SQL Server 2022"},
 		{"postgres", "CockroachDB CCL v23.2.0 (x86_64-pc-linux-gnu)"},
+		{"mysql", "8.0.11-TiDB-v7.5.1"},
+		{"mysql", "8.0.30-Vitess"},
 	} {
 		db := openFake(t, tt.dialect, tt.version)
 		err := db.Use(Plugin{})
