@@ -357,7 +357,7 @@ func (l *Lock) probeSessionID(ctx context.Context) error {
 	defer cancel()
 	id, err := l.be.sessionID(qctx, l.q)
 	if err == nil {
-		l.sess.id = id
+		l.sess.id, l.sess.idRead = id, true
 	}
 	return err
 }

@@ -28,6 +28,10 @@ func (l *Lock) readyLocked(ctx context.Context) error {
 		return errPinReused
 	}
 	s.pinGen = p.gen
+	if c, ok := l.q.(*sql.Conn); ok && s.idRead {
+		// The statements on this pin check the session's backend too.
+		verifiedPIDs.store(c, s.id)
+	}
 	return l.releaseStaleLocked(ctx)
 }
 
