@@ -121,7 +121,7 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		}
 		l.noteTry(ok)
 		if ok {
-			s.addLocked(l)
+			l.grantedLocked()
 		}
 		if ok || p.b.try {
 			return ok, nil
@@ -141,7 +141,7 @@ func (l *Lock) acquireStackedLocked(ctx context.Context, o options) (bool, error
 	case err != nil:
 		return false, l.statementFailedLocked(err)
 	case ok:
-		l.sess.addLocked(l)
+		l.grantedLocked()
 		return true, nil
 	}
 	p, err := l.planWait(ctx, o)
@@ -242,7 +242,7 @@ func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
 	reason := w.reason() // the watcher has stopped: no cancel is in flight
 
 	if err == nil && ok {
-		s.addLocked(l) // the grant wins over any cancel
+		l.grantedLocked() // the grant wins over any cancel
 		return true, nil
 	}
 	if reason == cancelDiscard {

@@ -54,6 +54,9 @@ type backend interface {
 	unlock(ctx context.Context, q querier, k any, o options) (bool, error)
 	// held asks whether this session holds k in o's mode.
 	held(ctx context.Context, q querier, k any, o options) (bool, error)
+	// holding reports, for each hold, whether the server shows it held by
+	// its session, in one statement on a control connection of pool.
+	holding(ctx context.Context, pool *sql.DB, holds []watchedHold) ([]bool, error)
 	// sessionID returns the server's id of the session q runs on.
 	sessionID(ctx context.Context, q querier) (int64, error)
 	// cancel cancels the statement that session id is running, from a

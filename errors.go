@@ -60,6 +60,7 @@ var (
 	errTxDone          = fmt.Errorf("%w: its transaction ended", ErrLockLost)
 	errSessionBusy     = fmt.Errorf("%w: the session stayed busy with another statement, so dlock discarded it", ErrLockLost)
 	errPinClosed       = fmt.Errorf("%w: its session went back to the pool while the lock was held; dlock releases the lock the next time it uses that session: %w", ErrLeaked, ErrLockLost)
+	errUnconfirmed     = fmt.Errorf("%w: the server could not be asked whether it still holds it for longer than ReleaseTimeout", ErrLockLost)
 	errPinReused       = fmt.Errorf("%w: its session went back to the pool while the lock was held, and dlock released the lock when it next used that session: %w", ErrLeaked, ErrLockLost)
 )
 

@@ -52,8 +52,18 @@ type Lock struct {
 
 	mu      sync.Mutex
 	state   state
-	lostErr error // why, in stateLost
+	lostErr error         // why, in stateLost
+	holdGen uint64        // counts grants, so that a late loss check of an earlier hold is ignored
+	done    chan struct{} // closed when the current hold ends; made by Done
+	onLost  func(error)   // called when the current hold is found lost (WithLock)
 }
+
+// closedChan is the channel Done returns when a Lock holds nothing.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // New returns a Lock on key for the database session that tx has pinned:
 // the tx of db.Connection for a session-level lock, or a tx inside
@@ -189,10 +199,8 @@ func (l *Lock) Held(ctx context.Context) (bool, error) {
 		l.mu.Lock()
 		if l.state == stateHeld {
 			s.removeLocked(l.seq)
-			l.state, l.lostErr = stateLost, errNotHeldByServer
-			if l.mode.xact {
-				l.state = stateIdle
-			}
+			// An Xact lock ends with its (sub)transaction: no loss.
+			l.loseLocked(errNotHeldByServer)
 		}
 		l.mu.Unlock()
 	}
@@ -222,11 +230,100 @@ func (l *Lock) heldLocked(ctx context.Context) (held bool, err error) {
 	return false, err
 }
 
+// Done returns a channel that is closed when the hold this Lock has now
+// ends: when it is released, or when dlock finds it lost. dlock finds a
+// loss from a control connection within Plugin.CheckInterval (0.5 s by
+// default) of the server dropping the lock, and at once when one of its
+// statements finds the session gone. After a loss, Acquired reports
+// false and Release and Close return an error matching [ErrLockLost]. If
+// the Lock holds nothing, Done returns a closed channel. Done never
+// blocks; a new hold, after a new Acquire, has a new channel.
+func (l *Lock) Done() <-chan struct{} {
+	if l == nil {
+		return closedChan
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != stateHeld && l.state != stateReleasing {
+		return closedChan
+	}
+	if l.done == nil {
+		l.done = make(chan struct{})
+	}
+	return l.done
+}
+
 // markLost tells l that its hold is gone, and why, if it holds one.
 func (l *Lock) markLost(why error) {
 	l.mu.Lock()
 	if l.state == stateHeld {
-		l.state, l.lostErr = stateLost, why
+		l.loseLocked(why)
 	}
 	l.mu.Unlock()
+}
+
+// lostByCheck is markLost from the monitor, for hold generation gen only.
+func (l *Lock) lostByCheck(gen uint64, why error) {
+	l.mu.Lock()
+	if l.state == stateHeld && l.holdGen == gen {
+		l.loseLocked(why)
+	}
+	l.mu.Unlock()
+}
+
+// loseLocked moves a held Lock to lost and tells whoever listens. The
+// caller holds l.mu.
+func (l *Lock) loseLocked(why error) {
+	l.state, l.lostErr = stateLost, why
+	if l.mode.xact && (why == errTxDone || why == errNotHeldByServer) {
+		// A transaction-level lock ends with its (sub)transaction.
+		l.state, l.lostErr = stateIdle, nil
+	}
+	if l.onLost != nil && l.state == stateLost {
+		l.onLost(why)
+	}
+	l.endHoldLocked()
+}
+
+// endHoldLocked closes the current hold's Done channel and stops its
+// loss check. The caller holds l.mu.
+func (l *Lock) endHoldLocked() {
+	if l.done != nil {
+		close(l.done)
+		l.done = nil
+	}
+	l.onLost = nil
+	l.monitor().unwatch(l)
+}
+
+// monitor returns the loss monitor of l's pool.
+func (l *Lock) monitor() *monitor {
+	if l.reg.server == nil {
+		return nil
+	}
+	return l.reg.server.monitor
+}
+
+// notifyLost makes f be called with the reason if the current hold is
+// found lost, at once if it already was.
+func (l *Lock) notifyLost(f func(error)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch l.state {
+	case stateHeld:
+		l.onLost = f
+	case stateLost:
+		f(l.lostErr)
+	}
+}
+
+// grantedLocked records a grant: in the session's book, and with the
+// monitor. The caller holds the session mutex.
+func (l *Lock) grantedLocked() {
+	l.sess.addLocked(l)
+	l.mu.Lock()
+	l.holdGen++
+	gen := l.holdGen
+	l.mu.Unlock()
+	l.monitor().watch(l, gen)
 }

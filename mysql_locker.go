@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -132,6 +133,39 @@ func (*mysqlBackend) held(ctx context.Context, q querier, k any, _ options) (boo
 	var r sql.NullInt64
 	err := q.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+k.(*mysqlStmts).lit+") = CONNECTION_ID()").Scan(&r)
 	return r.Valid && r.Int64 == 1, err
+}
+
+// holding asks IS_USED_LOCK of every name held, in one statement, and
+// compares the holder's connection id with each hold's session.
+func (*mysqlBackend) holding(ctx context.Context, pool *sql.DB, holds []watchedHold) ([]bool, error) {
+	col := make(map[string]int)
+	var q strings.Builder
+	q.WriteString("SELECT ")
+	for _, h := range holds {
+		lit := h.stmtKey.(*mysqlStmts).lit
+		if _, ok := col[lit]; ok {
+			continue
+		}
+		if len(col) > 0 {
+			q.WriteString(", ")
+		}
+		col[lit] = len(col)
+		q.WriteString("IS_USED_LOCK(" + lit + ")")
+	}
+	owners := make([]sql.NullInt64, len(col))
+	dest := make([]any, len(col))
+	for i := range owners {
+		dest[i] = &owners[i]
+	}
+	if err := pool.QueryRowContext(ctx, q.String()).Scan(dest...); err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(holds))
+	for i, h := range holds {
+		o := owners[col[h.stmtKey.(*mysqlStmts).lit]]
+		out[i] = o.Valid && o.Int64 == h.sessionID
+	}
+	return out, nil
 }
 
 func (*mysqlBackend) sessionID(ctx context.Context, q querier) (int64, error) {

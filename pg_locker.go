@@ -299,6 +299,49 @@ func (pgBackend) held(ctx context.Context, q querier, k any, o options) (bool, e
 
 // sessionID reads the backend pid, which the statements on a *sql.Conn
 // then check (see pgVerifiedPID).
+// pgHoldingSQL lists the advisory locks on bigint keys that the backends
+// in $1 (a comma-separated list of pids) hold, with the key rebuilt from
+// its two halves.
+const pgHoldingSQL = "SELECT pid, (classid::bigint << 32) | objid::bigint, mode = 'ShareLock' FROM pg_locks" +
+	" WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = ANY (string_to_array($1, ',')::int[])"
+
+func (pgBackend) holding(ctx context.Context, pool *sql.DB, holds []watchedHold) ([]bool, error) {
+	type held struct {
+		pid    int64
+		key    int64
+		shared bool
+	}
+	pids := make([]string, 0, len(holds))
+	seen := make(map[int64]bool)
+	for _, h := range holds {
+		if !seen[h.sessionID] {
+			seen[h.sessionID] = true
+			pids = append(pids, strconv.FormatInt(h.sessionID, 10))
+		}
+	}
+	rows, err := pool.QueryContext(ctx, pgHoldingSQL, strings.Join(pids, ","))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	shown := make(map[held]bool)
+	for rows.Next() {
+		var h held
+		if err := rows.Scan(&h.pid, &h.key, &h.shared); err != nil {
+			return nil, err
+		}
+		shown[h] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(holds))
+	for i, h := range holds {
+		out[i] = shown[held{h.sessionID, h.dbKey.(int64), h.shared}]
+	}
+	return out, nil
+}
+
 func (pgBackend) sessionID(ctx context.Context, q querier) (int64, error) {
 	var id int64
 	err := q.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&id)

@@ -31,15 +31,15 @@ func (l *Lock) Release(ctx context.Context) error {
 		return fmt.Errorf("%w: nil *Lock", ErrNotHeld)
 	}
 	l.mu.Lock()
+	lost := l.lostErr
 	switch {
-	case l.state == stateLost:
-		why := l.lostErr
-		l.state, l.lostErr = stateIdle, nil
-		l.mu.Unlock()
-		return why
-	case l.state != stateHeld:
+	case l.state != stateHeld && l.state != stateLost:
 		l.mu.Unlock()
 		return ErrNotHeld
+	case l.mode.xact && l.state == stateLost:
+		l.state, l.lostErr = stateIdle, nil
+		l.mu.Unlock()
+		return lost
 	case l.mode.xact:
 		l.mu.Unlock()
 		return fmt.Errorf("%w: a transaction-level lock is released when its transaction ends", ErrUnsupported)
@@ -47,15 +47,21 @@ func (l *Lock) Release(ctx context.Context) error {
 	l.state = stateReleasing
 	l.mu.Unlock()
 
+	// A lost hold may still be in the session's book, and, when the loss
+	// could not be confirmed, on the server: release it all the same.
 	stillHeld, err := l.release(ctx)
 
 	l.mu.Lock()
-	if stillHeld {
+	if stillHeld && lost == nil {
 		l.state = stateHeld
 	} else {
 		l.state, l.lostErr = stateIdle, nil
+		l.endHoldLocked()
 	}
 	l.mu.Unlock()
+	if lost != nil {
+		return lost
+	}
 	return err
 }
 
@@ -113,12 +119,19 @@ func (l *Lock) Close(ctx context.Context) error {
 		return nil
 	}
 	l.mu.Lock()
-	st, xact := l.state, l.mode.xact
-	if xact && st == stateHeld {
-		l.state = stateIdle
+	st := l.state
+	if l.mode.xact {
+		// Nothing to send: the lock ends with its transaction.
+		lost := l.lostErr
+		if st == stateHeld || st == stateLost {
+			l.state, l.lostErr = stateIdle, nil
+			l.endHoldLocked()
+		}
+		l.mu.Unlock()
+		return lost
 	}
 	l.mu.Unlock()
-	if (st != stateHeld && st != stateLost) || xact {
+	if st != stateHeld && st != stateLost {
 		return nil
 	}
 	err := l.Release(ctx)

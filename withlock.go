@@ -17,7 +17,11 @@ import (
 // transaction-level lock that ends with it.
 //
 // fn receives the tx of the pinned session, with tx.Statement.Context
-// derived from ctx. ctx bounds the wait (db's own context does not). A
+// derived from ctx. That context also ends if dlock finds the lock lost
+// while fn runs (see [Lock.Done]), with a [context.Cause] matching
+// [ErrLockLost]; WithLock then returns an error matching ErrLockLost. On
+// pgx a statement fn runs when the context ends fails and closes the
+// session. ctx bounds the wait (db's own context does not). A
 // [Timeout] bounds the whole acquisition, the wait for a pooled session
 // included. If the lock is not acquired (busy, Timeout, ctx done, no
 // session from the pool, deadlock), WithLock returns an error matching
@@ -90,6 +94,12 @@ func lockAndRun(ctx context.Context, tx *gorm.DB, key any, fn func(tx *gorm.DB) 
 	case !ok:
 		return fmt.Errorf("%w: %s is busy", ErrNotAcquired, keyText(key))
 	}
+	// fn's context ends when the lock is found lost, with the reason as
+	// its cause.
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	l.notifyLost(cancel)
+	tx = tx.WithContext(fnCtx)
 	return runThen(func() error { return fn(tx) }, func() error { return l.Close(context.WithoutCancel(ctx)) })
 }
 
