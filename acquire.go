@@ -107,6 +107,11 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 			return false, l.statementFailedLocked(err)
 		}
 	}
+	if !s.setUp {
+		if err := l.setUpSessionLocked(ctx); err != nil {
+			return false, err
+		}
+	}
 	if s.counts[holdKey{l.dbKey, l.mode.shared}] > 0 {
 		return l.acquireStackedLocked(ctx, o)
 	}
@@ -344,6 +349,25 @@ func (l *Lock) try(ctx context.Context) (ok bool, err error) {
 		return err
 	})
 	return ok && err == nil, err
+}
+
+// setUpSessionLocked runs the backend's once-per-session setUp. Its
+// failure is no reason not to lock, unless the session is gone.
+func (l *Lock) setUpSessionLocked(ctx context.Context) error {
+	var done bool
+	err := l.short(ctx, func(qctx context.Context) error {
+		var err error
+		done, err = l.be.setUp(qctx, l.q, l.reg.cfg)
+		return err
+	})
+	if err != nil {
+		if lost := l.sessionFailedLocked(err); lost != nil {
+			return fmt.Errorf("%w: %w", ErrNotAcquired, lost)
+		}
+		done = true // not to be tried again
+	}
+	l.sess.setUp = done
+	return nil
 }
 
 // probeSessionID learns the server's id of the session: from the driver

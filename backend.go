@@ -57,6 +57,10 @@ type backend interface {
 	// holding reports, for each hold, whether the server shows it held by
 	// its session, in one statement on a control connection of pool.
 	holding(ctx context.Context, pool *sql.DB, holds []watchedHold) ([]bool, error)
+	// setUp sets, once per physical session, what dlock wants of a session
+	// it locks on (PostgreSQL: server-side TCP keepalive); done reports
+	// whether it is done, or is to be tried again on a later call.
+	setUp(ctx context.Context, q querier, cfg Plugin) (done bool, err error)
 	// sessionID returns the server's id of the session q runs on.
 	sessionID(ctx context.Context, q querier) (int64, error)
 	// cancel cancels the statement that session id is running, from a

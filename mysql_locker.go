@@ -168,6 +168,10 @@ func (*mysqlBackend) holding(ctx context.Context, pool *sql.DB, holds []watchedH
 	return out, nil
 }
 
+// setUp has nothing to set: MySQL and MariaDB have no per-session TCP
+// keepalive (see the README).
+func (*mysqlBackend) setUp(context.Context, querier, Plugin) (bool, error) { return true, nil }
+
 func (*mysqlBackend) sessionID(ctx context.Context, q querier) (int64, error) {
 	var id int64
 	err := q.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id)

@@ -342,6 +342,29 @@ func (pgBackend) holding(ctx context.Context, pool *sql.DB, holds []watchedHold)
 	return out, nil
 }
 
+// pgKeepaliveSQL sets the server-side TCP keepalive of the session (see
+// Plugin.ServerKeepalive): $1 idle and $2 interval in seconds, $3 the
+// user timeout in milliseconds.
+const pgKeepaliveSQL = "SELECT set_config('tcp_keepalives_idle', $1, false), set_config('tcp_keepalives_interval', $2, false)," +
+	" set_config('tcp_keepalives_count', '2', false), set_config('tcp_user_timeout', $3, false)"
+
+// setUp sets the session's server-side TCP keepalive, outside a
+// transaction only, so that a failure cannot abort the user's.
+func (pgBackend) setUp(ctx context.Context, q querier, cfg Plugin) (bool, error) {
+	c, ok := q.(*sql.Conn)
+	if cfg.ServerKeepalive < 0 || !ok {
+		return true, nil
+	}
+	if st, known := pgxTxStatus(c); !known || st != 'I' {
+		return false, nil
+	}
+	idle := max(cfg.ServerKeepalive, time.Second)
+	interval := max(idle/2, time.Second)
+	_, err := q.ExecContext(ctx, pgKeepaliveSQL, strconv.Itoa(int(idle.Seconds())),
+		strconv.Itoa(int(interval.Seconds())), strconv.FormatInt((2*idle).Milliseconds(), 10))
+	return err == nil, err
+}
+
 func (pgBackend) sessionID(ctx context.Context, q querier) (int64, error) {
 	var id int64
 	err := q.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&id)

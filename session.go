@@ -32,6 +32,7 @@ type session struct {
 	dog    watchdog
 	id     int64  // server session id, 0 until probed
 	idRead bool   // id was read with a query, not from the driver
+	setUp  bool   // the backend's setUp is done
 	dead   bool   // discarded or found gone: every hold is lost
 	why    error  // why it is dead
 	pinGen uint64 // the pin dlock last sent a statement under
