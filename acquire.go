@@ -126,7 +126,9 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		}
 		l.noteTry(ok)
 		if ok {
-			l.grantedLocked()
+			if err := l.grantedLocked(ctx); err != nil {
+				return false, err
+			}
 		}
 		if ok || p.b.try {
 			return ok, nil
@@ -146,7 +148,9 @@ func (l *Lock) acquireStackedLocked(ctx context.Context, o options) (bool, error
 	case err != nil:
 		return false, l.statementFailedLocked(err)
 	case ok:
-		l.grantedLocked()
+		if err := l.grantedLocked(ctx); err != nil {
+			return false, err
+		}
 		return true, nil
 	}
 	p, err := l.planWait(ctx, o)
@@ -247,7 +251,10 @@ func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
 	reason := w.reason() // the watcher has stopped: no cancel is in flight
 
 	if err == nil && ok {
-		l.grantedLocked() // the grant wins over any cancel
+		// The grant wins over any cancel.
+		if err := l.grantedLocked(ctx); err != nil {
+			return false, err
+		}
 		return true, nil
 	}
 	if reason == cancelDiscard {

@@ -61,6 +61,10 @@ type backend interface {
 	// it locks on (PostgreSQL: server-side TCP keepalive); done reports
 	// whether it is done, or is to be tried again on a later call.
 	setUp(ctx context.Context, q querier, cfg Plugin) (done bool, err error)
+	// keepIdle raises the session's idle timeout and returns its own
+	// value; restoreIdle puts that value back.
+	keepIdle(ctx context.Context, q querier) (saved string, err error)
+	restoreIdle(ctx context.Context, q querier, saved string) error
 	// sessionID returns the server's id of the session q runs on.
 	sessionID(ctx context.Context, q querier) (int64, error)
 	// cancel cancels the statement that session id is running, from a

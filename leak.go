@@ -60,7 +60,7 @@ func (l *Lock) releaseStaleLocked(ctx context.Context) error {
 			stale.markLost(errPinReused)
 		}
 	}
-	return nil
+	return l.keepIdleLocked(ctx)
 }
 
 // releaseLeaked releases the holds made on the session of conn after

@@ -318,12 +318,42 @@ func (l *Lock) notifyLost(f func(error)) {
 }
 
 // grantedLocked records a grant: in the session's book, and with the
-// monitor. The caller holds the session mutex.
-func (l *Lock) grantedLocked() {
+// monitor. The caller holds the session mutex. An error means the
+// session, and the grant with it, is gone.
+func (l *Lock) grantedLocked(ctx context.Context) error {
 	l.sess.addLocked(l)
+	if err := l.keepIdleLocked(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotAcquired, err)
+	}
 	l.mu.Lock()
 	l.holdGen++
 	gen := l.holdGen
 	l.mu.Unlock()
 	l.monitor().watch(l, gen)
+	return nil
+}
+
+// keepIdleLocked raises the session's idle timeout when it holds its
+// first lock, and puts the session's own value back when it holds none
+// (Plugin.KeepIdleHolders). It returns an error only when the session is
+// gone.
+func (l *Lock) keepIdleLocked(ctx context.Context) error {
+	s := l.sess
+	want := len(s.holds) > 0
+	if !l.reg.cfg.KeepIdleHolders || l.pin == nil || want == s.raised || s.dead {
+		return nil
+	}
+	err := l.short(ctx, func(qctx context.Context) error {
+		if !want {
+			return l.be.restoreIdle(qctx, l.q, s.idle)
+		}
+		var err error
+		s.idle, err = l.be.keepIdle(qctx, l.q)
+		return err
+	})
+	if err == nil {
+		s.raised = want
+		return nil
+	}
+	return l.sessionFailedLocked(err)
 }

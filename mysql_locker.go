@@ -172,6 +172,18 @@ func (*mysqlBackend) holding(ctx context.Context, pool *sql.DB, holds []watchedH
 // keepalive (see the README).
 func (*mysqlBackend) setUp(context.Context, querier, Plugin) (bool, error) { return true, nil }
 
+// keepIdle raises the session's wait_timeout to a year (its maximum),
+// keeping its own value in a user variable of the session.
+func (*mysqlBackend) keepIdle(ctx context.Context, q querier) (string, error) {
+	_, err := q.ExecContext(ctx, "SET @dlock_wait_timeout = @@SESSION.wait_timeout, SESSION wait_timeout = 31536000")
+	return "@dlock_wait_timeout", err
+}
+
+func (*mysqlBackend) restoreIdle(ctx context.Context, q querier, _ string) error {
+	_, err := q.ExecContext(ctx, "SET SESSION wait_timeout = @dlock_wait_timeout")
+	return err
+}
+
 func (*mysqlBackend) sessionID(ctx context.Context, q querier) (int64, error) {
 	var id int64
 	err := q.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id)

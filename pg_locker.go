@@ -365,6 +365,23 @@ func (pgBackend) setUp(ctx context.Context, q querier, cfg Plugin) (bool, error)
 	return err == nil, err
 }
 
+// keepIdle turns idle_session_timeout off for the session, where the
+// server has it (PostgreSQL 14 and later), and returns its own value.
+func (pgBackend) keepIdle(ctx context.Context, q querier) (string, error) {
+	var saved sql.NullString
+	err := q.QueryRowContext(ctx, "SELECT s.v, CASE WHEN s.v IS NOT NULL THEN set_config('idle_session_timeout', '0', false) END"+
+		" FROM (SELECT current_setting('idle_session_timeout', true) AS v) s").Scan(&saved, new(sql.NullString))
+	return saved.String, err
+}
+
+func (pgBackend) restoreIdle(ctx context.Context, q querier, saved string) error {
+	if saved == "" {
+		return nil
+	}
+	_, err := q.ExecContext(ctx, "SELECT set_config('idle_session_timeout', $1, false)", saved)
+	return err
+}
+
 func (pgBackend) sessionID(ctx context.Context, q querier) (int64, error) {
 	var id int64
 	err := q.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&id)

@@ -59,6 +59,16 @@ type Plugin struct {
 	// Default (zero): 5 s, which frees a vanished holder's locks in about
 	// 10 s instead of the hours of the operating system's default.
 	ServerKeepalive time.Duration
+	// KeepIdleHolders keeps the server's idle reaper from ending a session
+	// that holds a dlock lock (wait_timeout on MySQL and MariaDB,
+	// idle_session_timeout on PostgreSQL 14 and later): when a session
+	// takes its first lock, dlock raises its timeout (wait_timeout to a
+	// year, idle_session_timeout off), and when it releases its last one,
+	// dlock puts the session's own value back. It costs one statement at
+	// each of those two moments and none while fn runs. Inside a
+	// transaction that rolls back, PostgreSQL puts the setting back early.
+	// Default: false, the server's timeouts apply to holders too.
+	KeepIdleHolders bool
 }
 
 // Name returns "gorm:dlock".

@@ -86,6 +86,9 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 		ok, err = l.be.unlock(qctx, l.q, l.sk, l.mode)
 		return err
 	})
+	if err == nil {
+		_ = l.keepIdleLocked(ctx) // the last hold: put the idle timeout back
+	}
 	switch {
 	case err == nil && ok:
 		return false, nil

@@ -33,6 +33,8 @@ type session struct {
 	id     int64  // server session id, 0 until probed
 	idRead bool   // id was read with a query, not from the driver
 	setUp  bool   // the backend's setUp is done
+	idle   string // the session's own idle timeout, while dlock raised it
+	raised bool   // dlock raised the idle timeout (KeepIdleHolders)
 	dead   bool   // discarded or found gone: every hold is lost
 	why    error  // why it is dead
 	pinGen uint64 // the pin dlock last sent a statement under
