@@ -40,11 +40,13 @@ test-integration:
 topology:
 	cd tests && DLOCK_TEST_TOPOLOGY=1 $(GO) test -race -count=1 -v ./topology/
 
-# Real packet loss: iptables drops the packets of one session's loopback
-# port, and the test measures when the server frees its lock. Needs root
-# and iptables; skips with a message otherwise (fails under CI).
+# Network partitions: a proxy that stops forwarding bounds every dlock call
+# (Release, Held, Acquire) and the cut session is discarded; and real
+# packet loss, where iptables drops the packets of one session's loopback
+# port and the test measures when the server frees its lock (needs root
+# and iptables; skips with a message otherwise, fails under CI).
 partition:
-	cd tests && DLOCK_TEST_PARTITION=1 $(GO) test -race -count=1 -v -run 'TestVanishedHolderFreed' ./
+	cd tests && DLOCK_TEST_PARTITION=1 $(GO) test -race -count=1 -v -run 'TestVanishedHolderFreed|TestNetworkCut' ./
 
 demo:
 	cd examples && $(GO) run ./demo

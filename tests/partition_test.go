@@ -18,13 +18,19 @@ import (
 
 const envPartition = "DLOCK_TEST_PARTITION"
 
+// needPartitionRun skips unless the partition tests are asked for.
+func needPartitionRun(t *testing.T) {
+	t.Helper()
+	if os.Getenv(envPartition) == "" {
+		t.Skipf("network partition tests run with %s=1 (make partition)", envPartition)
+	}
+}
+
 // needPartition skips unless the partition tests are asked for and can
 // run; under CI or DLOCK_TEST_REQUIRE_DB a missing piece fails instead.
 func needPartition(t *testing.T) {
 	t.Helper()
-	if os.Getenv(envPartition) == "" {
-		t.Skipf("packet loss tests run with %s=1 (make partition)", envPartition)
-	}
+	needPartitionRun(t)
 	missing := ""
 	switch {
 	case os.Geteuid() != 0:
