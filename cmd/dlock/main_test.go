@@ -142,7 +142,7 @@ func eachServer(t *testing.T, fn func(t *testing.T, s server)) {
 	for i, s := range servers {
 		t.Run(s.name, func(t *testing.T) {
 			if err := serverErrs[i]; err != nil {
-				if os.Getenv("CI") != "" || os.Getenv("DLOCK_TEST_REQUIRE_DB") != "" {
+				if required() {
 					t.Fatalf("%s unreachable: %v", s.name, err)
 				}
 				t.Skipf("%s unreachable (set %s or %s): %v", s.name, envMySQL, envPostgres, err)
@@ -150,6 +150,19 @@ func eachServer(t *testing.T, fn func(t *testing.T, s server)) {
 			fn(t, s)
 		})
 	}
+}
+
+// required reports whether CI or DLOCK_TEST_REQUIRE_DB asks for the
+// databases ("", "0", "false" and "no" do not).
+func required() bool {
+	for _, v := range []string{"CI", "DLOCK_TEST_REQUIRE_DB"} {
+		switch strings.ToLower(strings.TrimSpace(os.Getenv(v))) {
+		case "", "0", "false", "no":
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 func findServers() {
