@@ -11,7 +11,7 @@ GOFMT ?= gofmt
 MODULES := . tests examples cmd/dlock
 
 # The example programs in examples/, in the order `make examples` runs them.
-EXAMPLES := demo cron leader account pgxact python
+EXAMPLES := demo cron leader account pgxact python who
 
 # Linters, pinned. `go run pkg@version` builds each once and caches it; set
 # GOLANGCI_LINT=golangci-lint or STATICCHECK=staticcheck to use a binary.
