@@ -93,12 +93,12 @@ func Holders(ctx context.Context, db *gorm.DB, key any) ([]Holder, error) {
 	if err != nil {
 		return nil, err
 	}
-	var q holdersQuery
+	var q holderStmt
 	switch b := be.(type) {
 	case pgBackend:
-		q = pgHoldersQuery(dbKey.(int64))
+		q = pgHoldersStmt(dbKey.(int64))
 	case *mysqlBackend:
-		q = b.holdersQuery(dbKey.(string))
+		q = b.holdersStmt(dbKey.(string))
 	default:
 		return nil, fmt.Errorf("%w: Holders on %T", ErrUnsupported, be)
 	}
@@ -145,7 +145,7 @@ func Locks(ctx context.Context, db *gorm.DB, prefix string) ([]Holder, error) {
 		if prefix != "" {
 			return nil, fmt.Errorf("%w: PostgreSQL keys are hashed, so Locks cannot filter them by prefix %q; pass \"\"", ErrUnsupported, prefix)
 		}
-		hs, err = pgLocksQuery().run(ctx, reg.pool)
+		hs, err = pgLocksStmt().run(ctx, reg.pool)
 	case *mysqlBackend:
 		hs, err = b.locks(ctx, reg.pool, prefix)
 	default:
@@ -160,17 +160,17 @@ func Locks(ctx context.Context, db *gorm.DB, prefix string) ([]Holder, error) {
 	return hs, nil
 }
 
-// holdersQuery is one statement that returns Holder rows. Its columns are,
+// holderStmt is one statement that returns Holder rows. Its columns are,
 // in order: the lock (int64 on PostgreSQL, the name on MySQL), session id,
 // granted, shared, user, application, client address, database, state,
 // query, and Since in microseconds since the Unix epoch (NULL if unknown).
-type holdersQuery struct {
+type holderStmt struct {
 	sql  string
 	args []any
 	pg   bool // the lock column is an int64 key, not a name
 }
 
-func (q holdersQuery) run(ctx context.Context, pool *sql.DB) ([]Holder, error) {
+func (q holderStmt) run(ctx context.Context, pool *sql.DB) ([]Holder, error) {
 	rows, err := pool.QueryContext(ctx, q.sql, q.args...)
 	if err != nil {
 		return nil, err
@@ -187,7 +187,7 @@ func (q holdersQuery) run(ctx context.Context, pool *sql.DB) ([]Holder, error) {
 	return hs, rows.Err()
 }
 
-func (q holdersQuery) scan(rows *sql.Rows) (Holder, error) {
+func (q holderStmt) scan(rows *sql.Rows) (Holder, error) {
 	var (
 		h                                 Holder
 		key                               sql.NullString
@@ -215,7 +215,7 @@ func (q holdersQuery) scan(rows *sql.Rows) (Holder, error) {
 	return h, nil
 }
 
-// pgHolderColumns are the columns of holdersQuery for pg_locks l joined
+// pgHolderColumns are the columns of holderStmt for pg_locks l joined
 // with pg_stat_activity a. The key is the bigint whose high 32 bits are
 // classid and low 32 bits objid (objsubid = 1), sent back as text.
 const pgHolderColumns = "((l.classid::bigint << 32) | l.objid::bigint)::text, COALESCE(l.pid, 0), l.granted," +
@@ -228,10 +228,10 @@ const pgHolderColumns = "((l.classid::bigint << 32) | l.objid::bigint)::text, CO
 const pgAdvisoryHere = "l.locktype = 'advisory' AND l.objsubid = 1" +
 	" AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 
-// pgHoldersQuery reads the holders and waiters of key from pg_locks.
-func pgHoldersQuery(key int64) holdersQuery {
+// pgHoldersStmt reads the holders and waiters of key from pg_locks.
+func pgHoldersStmt(key int64) holderStmt {
 	u := uint64(key)
-	return holdersQuery{
+	return holderStmt{
 		sql: "SELECT " + pgHolderColumns +
 			" FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid" +
 			" WHERE " + pgAdvisoryHere + " AND l.classid = $1 AND l.objid = $2" +
@@ -241,9 +241,9 @@ func pgHoldersQuery(key int64) holdersQuery {
 	}
 }
 
-// pgLocksQuery reads every bigint-keyed advisory lock of the database.
-func pgLocksQuery() holdersQuery {
-	return holdersQuery{
+// pgLocksStmt reads every bigint-keyed advisory lock of the database.
+func pgLocksStmt() holderStmt {
+	return holderStmt{
 		sql: "SELECT " + pgHolderColumns +
 			" FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid" +
 			" WHERE " + pgAdvisoryHere +
@@ -252,10 +252,10 @@ func pgLocksQuery() holdersQuery {
 	}
 }
 
-// mysqlSession are the holdersQuery columns from user through Since for
+// sessionColumns are the holderStmt columns from user through Since for
 // the processlist row p. MariaDB's TIME_MS has milliseconds; MySQL's TIME
 // whole seconds.
-func (b *mysqlBackend) mysqlSession() string {
+func (b *mysqlBackend) sessionColumns() string {
 	elapsed := "p.TIME * 1000000"
 	if b.mariadb {
 		elapsed = "CAST(p.TIME_MS * 1000 AS SIGNED)"
@@ -264,21 +264,27 @@ func (b *mysqlBackend) mysqlSession() string {
 		" CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) - " + elapsed
 }
 
-// holdersQuery reads the holder of name from IS_USED_LOCK and its waiters
+// holdersStmt reads the holder of name from IS_USED_LOCK and its waiters
 // from the processlist, in one statement. The name, and every pattern
-// matched against the waiters' statements, travel as hex literals.
-func (b *mysqlBackend) holdersQuery(name string) holdersQuery {
+// matched against the waiters' statements, travel as hex literals. A
+// quoted name is matched byte for byte on MariaDB, whose names are
+// compared so, and without regard to case on MySQL, whose names are.
+func (b *mysqlBackend) holdersStmt(name string) holderStmt {
 	lit := mysqlLiteral(name)
 	owner := "IS_USED_LOCK(" + lit + ")"
 	var match []string
-	for _, p := range mysqlStatementForms(name) {
-		match = append(match, "LOCATE("+mysqlLiteral(p)+", p.INFO) > 0")
+	for i, p := range mysqlStatementForms(name) {
+		pattern := mysqlLiteral(p)
+		if i > 0 && b.mariadb {
+			pattern += " COLLATE utf8mb4_bin"
+		}
+		match = append(match, "LOCATE("+pattern+", p.INFO) > 0")
 	}
-	return holdersQuery{
-		sql: "SELECT " + lit + ", h.id, 1, 0, " + b.mysqlSession() +
+	return holderStmt{
+		sql: "SELECT " + lit + ", h.id, 1, 0, " + b.sessionColumns() +
 			" FROM (SELECT " + owner + " AS id) h LEFT JOIN information_schema.PROCESSLIST p ON p.ID = h.id" +
 			" WHERE h.id IS NOT NULL" +
-			" UNION ALL SELECT " + lit + ", p.ID, 0, 0, " + b.mysqlSession() +
+			" UNION ALL SELECT " + lit + ", p.ID, 0, 0, " + b.sessionColumns() +
 			" FROM information_schema.PROCESSLIST p WHERE p.STATE = 'User lock'" +
 			" AND p.ID <> COALESCE(" + owner + ", 0) AND (" + strings.Join(match, " OR ") + ")" +
 			" ORDER BY 3 DESC, 11, 2",
@@ -286,8 +292,8 @@ func (b *mysqlBackend) holdersQuery(name string) holdersQuery {
 }
 
 // mysqlStatementForms returns the texts that name a lock in a waiter's
-// statement: dlock's hex literal X'…' (LOCATE compares it without regard
-// to case, so X'6B' matches too), and the name as a quoted string, with
+// statement: first dlock's hex literal X'…' (matched without regard to
+// case, so X'6B' matches too), then the name as a quoted string, with
 // the backslash escapes of Python's MySQL drivers and, when the name has a
 // quote, with the quote doubled.
 func mysqlStatementForms(name string) []string {
@@ -317,7 +323,7 @@ const erUnknownTable = 1109
 // locks lists the user locks whose names begin with prefix.
 func (b *mysqlBackend) locks(ctx context.Context, pool *sql.DB, prefix string) ([]Holder, error) {
 	if b.mariadb {
-		hs, err := b.locksQuery(prefix).run(ctx, pool)
+		hs, err := b.locksStmt(prefix).run(ctx, pool)
 		if n, ok := mysqlErrNumber(err); ok && n == erUnknownTable {
 			return nil, errNoMetadataLockInfo
 		}
@@ -330,7 +336,7 @@ func (b *mysqlBackend) locks(ctx context.Context, pool *sql.DB, prefix string) (
 	if !on.Bool {
 		return nil, errNoMetadataLocks
 	}
-	return b.locksQuery(prefix).run(ctx, pool)
+	return b.locksStmt(prefix).run(ctx, pool)
 }
 
 // mysqlMetadataLocksOn asks MySQL whether performance_schema records
@@ -338,20 +344,20 @@ func (b *mysqlBackend) locks(ctx context.Context, pool *sql.DB, prefix string) (
 const mysqlMetadataLocksOn = "SELECT @@performance_schema = 1 AND EXISTS (SELECT 1 FROM performance_schema.setup_instruments" +
 	" WHERE NAME = 'wait/lock/metadata/sql/mdl' AND ENABLED = 'YES')"
 
-// locksQuery lists user locks: on MariaDB the held ones, from
+// locksStmt lists user locks: on MariaDB the held ones, from
 // METADATA_LOCK_INFO (whose TABLE_SCHEMA is the lock name and THREAD_ID
 // the connection id); on MySQL the held and the awaited ones, from
 // performance_schema.metadata_locks joined with threads. The prefix is
 // compared byte for byte on MariaDB, whose names are, and without regard
 // to case on MySQL, whose names are.
-func (b *mysqlBackend) locksQuery(prefix string) holdersQuery {
+func (b *mysqlBackend) locksStmt(prefix string) holderStmt {
 	if b.mariadb {
 		where := "m.LOCK_TYPE = 'User lock'"
 		if prefix != "" {
 			where += " AND LEFT(CAST(m.TABLE_SCHEMA AS BINARY), " + strconv.Itoa(len(prefix)) + ") = X'" + hex.EncodeToString([]byte(prefix)) + "'"
 		}
-		return holdersQuery{
-			sql: "SELECT m.TABLE_SCHEMA, m.THREAD_ID, 1, 0, " + b.mysqlSession() +
+		return holderStmt{
+			sql: "SELECT m.TABLE_SCHEMA, m.THREAD_ID, 1, 0, " + b.sessionColumns() +
 				" FROM information_schema.METADATA_LOCK_INFO m LEFT JOIN information_schema.PROCESSLIST p ON p.ID = m.THREAD_ID" +
 				" WHERE " + where + " ORDER BY 1, 2",
 		}
@@ -360,7 +366,7 @@ func (b *mysqlBackend) locksQuery(prefix string) holdersQuery {
 	if prefix != "" {
 		where += " AND LOWER(LEFT(m.OBJECT_NAME, " + strconv.Itoa(len([]rune(prefix))) + ")) = LOWER(" + mysqlLiteral(prefix) + ")"
 	}
-	return holdersQuery{
+	return holderStmt{
 		sql: "SELECT m.OBJECT_NAME, t.PROCESSLIST_ID, m.LOCK_STATUS = 'GRANTED', 0," +
 			" t.PROCESSLIST_USER, NULL, t.PROCESSLIST_HOST, t.PROCESSLIST_DB," +
 			" COALESCE(NULLIF(t.PROCESSLIST_STATE, ''), t.PROCESSLIST_COMMAND), t.PROCESSLIST_INFO," +

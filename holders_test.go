@@ -12,7 +12,7 @@ import (
 // performance_schema path cannot run on this machine's MariaDB, nor can
 // MariaDB's METADATA_LOCK_INFO without its plugin.
 
-func TestPgHoldersQueryKeySplit(t *testing.T) {
+func TestPgHoldersStmtKeySplit(t *testing.T) {
 	for _, tt := range []struct {
 		key           int64
 		classid, objd int64
@@ -22,12 +22,12 @@ func TestPgHoldersQueryKeySplit(t *testing.T) {
 		{-8841863937742578886, 2236310424, 1183079226},
 		{1 << 32, 1, 0},
 	} {
-		q := pgHoldersQuery(tt.key)
+		q := pgHoldersStmt(tt.key)
 		if want := []any{tt.classid, tt.objd}; !reflect.DeepEqual(q.args, want) {
-			t.Errorf("pgHoldersQuery(%d).args = %v, want %v", tt.key, q.args, want)
+			t.Errorf("pgHoldersStmt(%d).args = %v, want %v", tt.key, q.args, want)
 		}
 		if !q.pg || !strings.Contains(q.sql, "l.objsubid = 1") || !strings.Contains(q.sql, "current_database()") {
-			t.Errorf("pgHoldersQuery(%d).sql = %q, want bigint advisory locks of the current database", tt.key, q.sql)
+			t.Errorf("pgHoldersStmt(%d).sql = %q, want bigint advisory locks of the current database", tt.key, q.sql)
 		}
 	}
 }
@@ -51,31 +51,35 @@ func TestMySQLStatementForms(t *testing.T) {
 // literals, and the fixed strings of the statements.
 var fixedLiterals = regexp.MustCompile(`X'[0-9a-f]*'|'User lock'|''`)
 
-func TestMySQLHoldersQuery(t *testing.T) {
+func TestMySQLHoldersStmt(t *testing.T) {
 	for _, be := range []*mysqlBackend{{}, {mariadb: true}} {
-		q := be.holdersQuery("it's")
+		q := be.holdersStmt("it's")
+		bin := "" // MySQL's names are case-insensitive, MariaDB's are not
+		if be.mariadb {
+			bin = " COLLATE utf8mb4_bin"
+		}
 		for _, want := range []string{
 			"IS_USED_LOCK(_utf8mb4 X'69742773')",
 			"p.STATE = 'User lock'",
 			"LOCATE(" + mysqlLiteral(`X'69742773'`) + ", p.INFO) > 0",
-			"LOCATE(" + mysqlLiteral(`'it\'s'`) + ", p.INFO) > 0",
-			"LOCATE(" + mysqlLiteral(`'it''s'`) + ", p.INFO) > 0",
+			"LOCATE(" + mysqlLiteral(`'it\'s'`) + bin + ", p.INFO) > 0",
+			"LOCATE(" + mysqlLiteral(`'it''s'`) + bin + ", p.INFO) > 0",
 		} {
 			if !strings.Contains(q.sql, want) {
-				t.Errorf("holdersQuery() mariadb=%v = %q, want it to contain %q", be.mariadb, q.sql, want)
+				t.Errorf("holdersStmt() mariadb=%v = %q, want it to contain %q", be.mariadb, q.sql, want)
 			}
 		}
 		if rest := fixedLiterals.ReplaceAllString(q.sql, ""); strings.Contains(rest, "'") {
-			t.Errorf("holdersQuery() mariadb=%v = %q: a quote outside the hex literals and fixed strings", be.mariadb, q.sql)
+			t.Errorf("holdersStmt() mariadb=%v = %q: a quote outside the hex literals and fixed strings", be.mariadb, q.sql)
 		}
 		elapsed := map[bool]string{false: "p.TIME * 1000000", true: "p.TIME_MS * 1000"}[be.mariadb]
 		if !strings.Contains(q.sql, elapsed) {
-			t.Errorf("holdersQuery() mariadb=%v = %q, want Since from %s", be.mariadb, q.sql, elapsed)
+			t.Errorf("holdersStmt() mariadb=%v = %q, want Since from %s", be.mariadb, q.sql, elapsed)
 		}
 	}
 }
 
-func TestMySQLLocksQuery(t *testing.T) {
+func TestMySQLLocksStmt(t *testing.T) {
 	tests := []struct {
 		name   string
 		be     *mysqlBackend
@@ -96,19 +100,19 @@ func TestMySQLLocksQuery(t *testing.T) {
 			[]string{"LOWER(LEFT(m.OBJECT_NAME, 5)) = LOWER(_utf8mb4 X'6170703ac3a9')"}, nil},
 	}
 	for _, tt := range tests {
-		q := tt.be.locksQuery(tt.prefix)
+		q := tt.be.locksStmt(tt.prefix)
 		for _, w := range tt.want {
 			if !strings.Contains(q.sql, w) {
-				t.Errorf("%s: locksQuery(%q) = %q, want it to contain %q", tt.name, tt.prefix, q.sql, w)
+				t.Errorf("%s: locksStmt(%q) = %q, want it to contain %q", tt.name, tt.prefix, q.sql, w)
 			}
 		}
 		for _, w := range tt.not {
 			if strings.Contains(q.sql, w) {
-				t.Errorf("%s: locksQuery(%q) = %q, want no %q", tt.name, tt.prefix, q.sql, w)
+				t.Errorf("%s: locksStmt(%q) = %q, want no %q", tt.name, tt.prefix, q.sql, w)
 			}
 		}
 		if q.pg || len(q.args) != 0 {
-			t.Errorf("%s: locksQuery(%q) has pg=%v args=%v, want names in the text", tt.name, tt.prefix, q.pg, q.args)
+			t.Errorf("%s: locksStmt(%q) has pg=%v args=%v, want names in the text", tt.name, tt.prefix, q.pg, q.args)
 		}
 	}
 }

@@ -346,3 +346,41 @@ func TestLocks(t *testing.T) {
 		}
 	})
 }
+
+// TestHoldersNameCase: MariaDB compares lock names byte for byte, so a
+// waiter for 'KEY' is not a waiter for 'key'.
+func TestHoldersNameCase(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		if b.Name != "mariadb" {
+			t.Skip("MariaDB's case-sensitive names")
+		}
+		ctx := context.Background()
+		db := b.openLocked(t, dlock.Plugin{})
+		lower := strings.ToLower(b.UniqueKey(t))
+		upper := strings.ToUpper(lower)
+		l := newLock(t, db, lower)
+		mustAcquire(t, l)
+		holder, hid := b.rawConn(t)
+		waiter, wid := b.rawConn(t)
+		if _, err := holder.ExecContext(ctx, fmt.Sprintf("SELECT GET_LOCK('%s', 0)", upper)); err != nil {
+			t.Fatalf("GET_LOCK(%s): %v", upper, err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := waiter.ExecContext(ctx, fmt.Sprintf("SELECT GET_LOCK('%s', 30)", upper))
+			done <- err
+		}()
+		wantHolders(t, holdersWhen(t, db, upper, 2), []int64{hid}, []int64{wid}, false)
+		hs, err := dlock.Holders(ctx, db, lower)
+		if err != nil {
+			t.Fatalf("Holders(%q) error = %v", lower, err)
+		}
+		wantHolders(t, hs, []int64{b.sessionOf(t, l)}, nil, false)
+		if _, err := holder.ExecContext(ctx, fmt.Sprintf("SELECT RELEASE_LOCK('%s')", upper)); err != nil {
+			t.Fatalf("RELEASE_LOCK(%s): %v", upper, err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("waiter: %v", err)
+		}
+	})
+}
