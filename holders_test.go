@@ -87,17 +87,29 @@ func TestMySQLLocksStmt(t *testing.T) {
 		want   []string
 		not    []string
 	}{
-		{"mariadb all", &mysqlBackend{mariadb: true}, "",
+		{
+			"mariadb all", &mysqlBackend{mariadb: true}, "",
 			[]string{"FROM information_schema.METADATA_LOCK_INFO m", "m.LOCK_TYPE = 'User lock'"},
-			[]string{"LEFT(CAST"}},
-		{"mariadb prefix", &mysqlBackend{mariadb: true}, "app:é",
-			[]string{"LEFT(CAST(m.TABLE_SCHEMA AS BINARY), 6) = X'6170703ac3a9'"}, nil},
-		{"mysql all", &mysqlBackend{}, "",
-			[]string{"FROM performance_schema.metadata_locks m JOIN performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID",
-				"m.OBJECT_TYPE = 'USER LEVEL LOCK'", "m.LOCK_STATUS = 'GRANTED'", "t.PROCESSLIST_ID"},
-			[]string{"LEFT("}},
-		{"mysql prefix", &mysqlBackend{}, "app:é",
-			[]string{"LOWER(LEFT(m.OBJECT_NAME, 5)) = LOWER(_utf8mb4 X'6170703ac3a9')"}, nil},
+			[]string{"LEFT(CAST"},
+		},
+		{
+			"mariadb prefix", &mysqlBackend{mariadb: true}, "app:é",
+			[]string{"LEFT(CAST(m.TABLE_SCHEMA AS BINARY), 6) = X'6170703ac3a9'"},
+			nil,
+		},
+		{
+			"mysql all", &mysqlBackend{}, "",
+			[]string{
+				"FROM performance_schema.metadata_locks m JOIN performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID",
+				"m.OBJECT_TYPE = 'USER LEVEL LOCK'", "m.LOCK_STATUS = 'GRANTED'", "t.PROCESSLIST_ID",
+			},
+			[]string{"LEFT("},
+		},
+		{
+			"mysql prefix", &mysqlBackend{}, "app:é",
+			[]string{"LOWER(LEFT(m.OBJECT_NAME, 5)) = LOWER(_utf8mb4 X'6170703ac3a9')"},
+			nil,
+		},
 	}
 	for _, tt := range tests {
 		q := tt.be.locksStmt(tt.prefix)

@@ -69,7 +69,8 @@ func holdersWhen(t testing.TB, db *gorm.DB, key any, n int) []dlock.Holder {
 func wantHolders(t testing.TB, hs []dlock.Holder, granted, waiting []int64, shared bool) {
 	t.Helper()
 	var g, w []int64
-	for i, h := range hs {
+	for i := range hs {
+		h := &hs[i]
 		if h.Granted {
 			if len(w) > 0 {
 				t.Fatalf("Holders() = %+v: holder %d after a waiter", hs, i)

@@ -194,7 +194,8 @@ func printHolders(w io.Writer, hs []dlock.Holder, withKey bool) {
 	}
 	fmt.Fprintln(tw, head)
 	now := time.Now()
-	for _, h := range hs {
+	for i := range hs {
+		h := &hs[i]
 		cols := []string{
 			strconv.FormatInt(h.SessionID, 10),
 			map[bool]string{true: "held", false: "waiting"}[h.Granted],

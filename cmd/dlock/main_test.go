@@ -267,8 +267,8 @@ func waitFor(t testing.TB, db *gorm.DB, key string) int64 {
 		if err != nil {
 			t.Fatalf("Holders(%q): %v", key, err)
 		}
-		for _, h := range hs {
-			if h.SessionID == id && !h.Granted {
+		for i := range hs {
+			if hs[i].SessionID == id && !hs[i].Granted {
 				return true
 			}
 		}
@@ -387,7 +387,7 @@ func build(t testing.TB) string {
 		binary = filepath.Join(dir, "dlock")
 		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v: %s", err, out)
+			buildErr = fmt.Errorf("go build: %w: %s", err, out)
 		}
 	})
 	if buildErr != nil {

@@ -79,8 +79,8 @@ func waitUntil(ctx context.Context, db *gorm.DB, key string, granted, waiting in
 			return err
 		}
 		g := 0
-		for _, h := range hs {
-			if h.Granted {
+		for i := range hs {
+			if hs[i].Granted {
 				g++
 			}
 		}
@@ -103,7 +103,8 @@ func show(ctx context.Context, s *exampledb.Server, db *gorm.DB, key, when strin
 		return
 	}
 	s.Printf("Holders(%s) %s: %d rows", key, when, len(hs))
-	for _, h := range hs {
+	for i := range hs {
+		h := &hs[i]
 		state := "waiting"
 		if h.Granted {
 			state = "held"
