@@ -127,9 +127,10 @@ func Holders(ctx context.Context, db *gorm.DB, key any) ([]Holder, error) {
 //     (INSTALL SONAME 'metadata_lock_info', by an administrator). Without
 //     it the error wraps [ErrUnsupported]. Waiters are not listed (the
 //     table shows granted locks only); ask [Holders] for one lock.
-//   - MySQL: holders and waiters from performance_schema.metadata_locks;
-//     the error wraps [ErrUnsupported] when performance_schema or its
-//     metadata-lock instrument is off.
+//   - MySQL: holders and waiters from performance_schema.metadata_locks,
+//     with the names in lower case (MySQL's names ignore case); the error
+//     wraps [ErrUnsupported] when performance_schema or its metadata-lock
+//     instrument is off.
 //
 // Like Holders it runs on the registered pool, not through GORM, and
 // returns ctx's error when ctx ends first. Errors: [ErrNotRegistered],

@@ -303,7 +303,8 @@ func TestHoldersErrors(t *testing.T) {
 func TestLocks(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		ctx := context.Background()
-		prefix := b.UniqueKey(t) + ":"
+		// Lower case: MySQL's metadata_locks shows names so.
+		prefix := strings.ToLower(b.UniqueKey(t)) + ":"
 		db := b.openLocked(t, dlock.Plugin{KeyPrefix: prefix})
 		l := newLock(t, db, "job")
 		mustAcquire(t, l)

@@ -184,14 +184,15 @@ func envOr(name, def string) string {
 	return def
 }
 
-// uniqueKey returns a lock name no other test uses.
+// uniqueKey returns a lock name no other test uses, in lower case as
+// MySQL's performance_schema shows names.
 func uniqueKey(t testing.TB) string {
 	t.Helper()
 	var r [6]byte
 	if _, err := rand.Read(r[:]); err != nil {
 		t.Fatalf("crypto/rand: %v", err)
 	}
-	return "cli-" + strings.ReplaceAll(t.Name(), "/", ".") + "-" + hex.EncodeToString(r[:])
+	return strings.ToLower("cli-" + strings.ReplaceAll(t.Name(), "/", ".") + "-" + hex.EncodeToString(r[:]))
 }
 
 // openDB opens a pool with dlock registered, closed when the test ends.
