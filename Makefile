@@ -1,16 +1,17 @@
 # Build and test tasks for github.com/gormdlock/dlock.
 #
-# The repository holds four Go modules: the library (root), the integration
-# tests (tests/), the examples (examples/) and the benchmarks (bench/). `make test` is the canonical
+# The repository holds five Go modules: the library (root), the integration
+# tests (tests/), the examples (examples/), the benchmarks (bench/) and the
+# command-line tool (cmd/dlock/). `make test` is the canonical
 # test command; the integration tests need the databases described in
 # tests/db_test.go and skip a database that is not reachable.
 
 GO ?= go
 GOFMT ?= gofmt
-MODULES := . tests examples
+MODULES := . tests examples cmd/dlock
 
 # The example programs in examples/, in the order `make examples` runs them.
-EXAMPLES := demo cron leader account pgxact python
+EXAMPLES := demo cron leader account pgxact python who
 
 # Linters, pinned. `go run pkg@version` builds each once and caches it; set
 # GOLANGCI_LINT=golangci-lint or STATICCHECK=staticcheck to use a binary.
@@ -19,11 +20,11 @@ STATICCHECK_VERSION := v0.8.2
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-.PHONY: all test test-unit test-integration topology partition demo vet fmt-check fmt ci examples lint staticcheck stress bench
+.PHONY: all test test-unit test-integration test-cli topology partition demo vet fmt-check fmt ci examples lint staticcheck stress bench
 
 all: vet fmt-check test
 
-test: test-unit test-integration
+test: test-unit test-integration test-cli
 
 test-unit:
 	$(GO) test -race -count=1 ./...
@@ -47,6 +48,10 @@ topology:
 # and iptables; skips with a message otherwise, fails under CI).
 partition:
 	cd tests && DLOCK_TEST_PARTITION=1 $(GO) test -race -count=1 -v -run 'TestVanishedHolderFreed|TestNetworkCut' ./
+
+# The dlock command against the same databases (same DSN variables).
+test-cli:
+	cd cmd/dlock && $(GO) test -race -count=1 ./...
 
 demo:
 	cd examples && $(GO) run ./demo
