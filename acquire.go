@@ -15,15 +15,6 @@ const (
 	maxTriesSkipped      = 256
 )
 
-// controlTimeout bounds the cancel sent from a control connection, and
-// then the wait for the cancelled statement to return. When either runs
-// out, the waiting session is discarded.
-const controlTimeout = time.Second
-
-// deadlineGrace is how long dlock lets the server end a wait bounded by
-// the context's deadline before it cancels the statement itself.
-const deadlineGrace = 200 * time.Millisecond
-
 // Acquire acquires the lock on the Lock's session, blocking until the
 // lock is acquired or ctx is done. [NoWait] tries once; [Timeout] waits at
 // most its duration. The server does the waiting and wakes the waiter.
@@ -61,30 +52,30 @@ func (l *Lock) Acquire(ctx context.Context, opts ...Option) (bool, error) {
 
 // acquireWith is Acquire with its wait options applied.
 func (l *Lock) acquireWith(ctx context.Context, o options) (bool, error) {
-	l.mu.Lock()
+	l.stateMu.Lock()
 	switch l.state {
 	case stateHeld:
-		l.mu.Unlock()
+		l.stateMu.Unlock()
 		return false, ErrAlreadyAcquired
 	case stateAcquiring, stateReleasing:
-		l.mu.Unlock()
+		l.stateMu.Unlock()
 		return false, fmt.Errorf("%w: another Acquire or Release is running", ErrAlreadyAcquired)
 	}
 	if err := ctx.Err(); err != nil {
-		l.mu.Unlock()
+		l.stateMu.Unlock()
 		return false, fmt.Errorf("%w: %w", ErrNotAcquired, err)
 	}
 	l.state = stateAcquiring
-	l.mu.Unlock()
+	l.stateMu.Unlock()
 
 	ok, err := l.acquire(ctx, o)
 
-	l.mu.Lock()
+	l.stateMu.Lock()
 	l.state, l.lostErr = stateIdle, nil
 	if ok {
 		l.state = stateHeld
 	}
-	l.mu.Unlock()
+	l.stateMu.Unlock()
 	return ok, err
 }
 
@@ -162,10 +153,10 @@ func (l *Lock) acquireStackedLocked(ctx context.Context, o options) (bool, error
 
 // waitPlan is how one Acquire waits.
 type waitPlan struct {
-	b       bound
-	cut     time.Duration // cancel the wait here (MySQL whole seconds, or a backstop)
-	fromCtx bool          // the ctx deadline bounds the wait, not a Timeout
-	timeout time.Duration // the Timeout asked for, for messages
+	b           waitBound
+	cancelAfter time.Duration // cancel the wait here (MySQL whole seconds, or a backstop)
+	ctxDeadline bool          // the ctx deadline bounds the wait, not a Timeout
+	timeout     time.Duration // the Timeout asked for, for messages
 }
 
 // planWait fixes the wait at call time: the earlier of the Timeout and the
@@ -183,27 +174,27 @@ func (l *Lock) planWait(ctx context.Context, o options) (waitPlan, error) {
 		deadline, p.timeout = time.Now().Add(o.timeout), o.timeout
 	}
 	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
-		deadline, p.fromCtx = d, true
+		deadline, p.ctxDeadline = d, true
 	}
 	if deadline.IsZero() {
 		return p, nil
 	}
 	rem := o.timeout // exact, so that whole seconds stay whole
-	if p.fromCtx {
+	if p.ctxDeadline {
 		rem = time.Until(deadline)
 	}
 	if rem <= 0 { // only a ctx deadline can have passed already
 		return p, fmt.Errorf("%w: %w", ErrNotAcquired, context.DeadlineExceeded)
 	}
 	var mustCut bool
-	p.b.wait, mustCut = l.be.serverWait(rem)
+	p.b.wait, mustCut = l.backend.serverWait(rem)
 	switch {
 	case mustCut:
-		p.cut = rem
-	case !p.fromCtx:
+		p.cancelAfter = rem
+	case !p.ctxDeadline:
 		// The server ends this wait; if its answer does not come (a cut
-		// network), the watcher cancels it a little later.
-		p.cut = rem + deadlineGrace
+		// network), the canceller cancels it a little later.
+		p.cancelAfter = rem + deadlineGrace
 	}
 	return p, nil
 }
@@ -214,41 +205,41 @@ func (l *Lock) planWait(ctx context.Context, o options) (waitPlan, error) {
 // as many after each further busy try (up to 256), so that a contended
 // lock seldom pays the try. One try is always sent for NoWait.
 func (l *Lock) tryFirst(p waitPlan) bool {
-	if p.b.try || l.skipTries == 0 {
+	if p.b.try || l.skipsLeft == 0 {
 		return true
 	}
-	l.skipTries--
+	l.skipsLeft--
 	return false
 }
 
 // noteTry updates the skipping of tries after a try's answer.
 func (l *Lock) noteTry(granted bool) {
 	if granted {
-		l.skipRun = 0
+		l.skipStreak = 0
 		return
 	}
-	l.skipRun = min(max(2*l.skipRun, triesSkippedWhenBusy), maxTriesSkipped)
-	l.skipTries = l.skipRun
+	l.skipStreak = min(max(2*l.skipStreak, triesSkippedWhenBusy), maxTriesSkipped)
+	l.skipsLeft = l.skipStreak
 }
 
-// waitLocked runs the waiting lock statement, watched by a watcher when
+// waitLocked runs the waiting lock statement, watched by a canceller when
 // ctx or a cut can end it, and settles its outcome: a grant the server
 // reports wins over any cancel.
 func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
 	s := l.sess
-	p.b.cancellable = ctx.Done() != nil || p.cut > 0
+	p.b.cancellable = ctx.Done() != nil || p.cancelAfter > 0
 	stmtCtx := context.WithoutCancel(ctx)
-	var w *watcher
+	var c *canceller
 	if p.b.cancellable {
-		// The watcher's last resort drops the statement's context, which
+		// The canceller's last resort drops the statement's context, which
 		// makes the driver close the session.
 		var drop context.CancelFunc
 		stmtCtx, drop = context.WithCancel(stmtCtx)
 		defer drop()
-		w = &watcher{l: l, ctx: ctx, cut: p.cut, fromCtx: p.fromCtx, drop: drop}
+		c = &canceller{l: l, ctx: ctx, cancelAfter: p.cancelAfter, ctxDeadline: p.ctxDeadline, drop: drop}
 	}
-	ok, err := l.be.lock(stmtCtx, l.q, l.tx, l.sk, l.mode, p.b, w)
-	reason := w.reason() // the watcher has stopped: no cancel is in flight
+	ok, err := l.backend.lock(stmtCtx, l.handle, l.tx, l.stmtKey, l.mode, p.b, c)
+	reason := c.reason() // the canceller has stopped: no cancel is in flight
 
 	if err == nil && ok {
 		// The grant wins over any cancel.
@@ -259,7 +250,7 @@ func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
 	}
 	if reason == cancelDiscard {
 		why := fmt.Errorf("%w: %w: no control connection could cancel the wait, so the session was discarded", ErrNotAcquired, ErrLockLost)
-		s.discardLocked(l.q, why)
+		s.discardLocked(l.handle, why)
 		return false, joinErrors(why, ctx.Err())
 	}
 	if err == nil {
@@ -291,7 +282,7 @@ func (l *Lock) lockFailedLocked(ctx context.Context, err error, reason cancelRea
 		return fmt.Errorf("%w: %w: %w", ErrNotAcquired, ErrDeadlock, err)
 	case reason == cancelCtx:
 		return fmt.Errorf("%w: %w", ErrNotAcquired, ctx.Err())
-	case reason == cancelCut:
+	case reason == cancelTimedOut:
 		return nil
 	case f == failTimeout && p.b.wait > 0:
 		return l.timedOut(ctx, p)
@@ -303,7 +294,7 @@ func (l *Lock) lockFailedLocked(ctx context.Context, err error, reason cancelRea
 // timedOut is the result of a wait the server ended: (false, nil) for a
 // Timeout, ErrNotAcquired and DeadlineExceeded for the ctx deadline.
 func (l *Lock) timedOut(ctx context.Context, p waitPlan) error {
-	if !p.fromCtx {
+	if !p.ctxDeadline {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -321,12 +312,12 @@ func (l *Lock) dropStrayHoldLocked(ctx context.Context) error {
 	if l.mode.xact {
 		return nil
 	}
-	err := l.short(ctx, func(qctx context.Context) error {
-		held, err := l.be.held(qctx, l.q, l.sk, l.mode)
+	err := l.bounded(ctx, func(qctx context.Context) error {
+		held, err := l.backend.held(qctx, l.handle, l.stmtKey, l.mode)
 		if err != nil || !held {
 			return err
 		}
-		released, err := l.be.unlock(qctx, l.q, l.sk, l.mode)
+		released, err := l.backend.unlock(qctx, l.handle, l.stmtKey, l.mode)
 		if err == nil && !released {
 			err = errors.New("dlock: the stray hold could not be released")
 		}
@@ -334,7 +325,7 @@ func (l *Lock) dropStrayHoldLocked(ctx context.Context) error {
 	})
 	if err != nil {
 		why := fmt.Errorf("%w: could not make sure no hold was left, so the session was discarded: %w", ErrLockLost, err)
-		l.sess.discardLocked(l.q, why)
+		l.sess.discardLocked(l.handle, why)
 		return why
 	}
 	return nil
@@ -350,9 +341,9 @@ func (l *Lock) statementFailedLocked(err error) error {
 
 // try runs the lock statement once, without waiting, as a short statement.
 func (l *Lock) try(ctx context.Context) (ok bool, err error) {
-	err = l.short(ctx, func(qctx context.Context) error {
+	err = l.bounded(ctx, func(qctx context.Context) error {
 		var err error
-		ok, err = l.be.lock(qctx, l.q, l.tx, l.sk, l.mode, bound{try: true}, nil)
+		ok, err = l.backend.lock(qctx, l.handle, l.tx, l.stmtKey, l.mode, waitBound{try: true}, nil)
 		return err
 	})
 	return ok && err == nil, err
@@ -360,35 +351,35 @@ func (l *Lock) try(ctx context.Context) (ok bool, err error) {
 
 // setUpSessionLocked runs the backend's once-per-session setUp. Its
 // failure is no reason not to lock, unless the session is gone.
-func (l *Lock) setUpSessionLocked(ctx context.Context) error {
+func (b *binding) setUpSessionLocked(ctx context.Context) error {
 	var done bool
-	err := l.short(ctx, func(qctx context.Context) error {
+	err := b.bounded(ctx, func(qctx context.Context) error {
 		var err error
-		done, err = l.be.setUp(qctx, l.q, l.reg.cfg)
+		done, err = b.backend.setUp(qctx, b.handle, b.reg.cfg)
 		return err
 	})
 	if err != nil {
-		if lost := l.sessionFailedLocked(err); lost != nil {
+		if lost := b.failedLocked(err); lost != nil {
 			return fmt.Errorf("%w: %w", ErrNotAcquired, lost)
 		}
 		done = true // not to be tried again
 	}
-	l.sess.setUp = done
+	b.sess.setUp = done
 	return nil
 }
 
 // probeSessionID learns the server's id of the session: from the driver
 // where it tells (pgx, unless a pooler stands between), else with one query.
-func (l *Lock) probeSessionID(ctx context.Context) error {
-	if id, ok := driverSessionID(l.q); ok && !l.reg.server.pooler {
-		l.sess.id = id
+func (b *binding) probeSessionID(ctx context.Context) error {
+	if id, ok := driverSessionID(b.handle); ok && !b.reg.server.pooler {
+		b.sess.id = id
 		return nil
 	}
-	qctx, cancel := l.shortCtx(ctx)
+	qctx, cancel := b.driverBoundCtx(ctx)
 	defer cancel()
-	id, err := l.be.sessionID(qctx, l.q)
+	id, err := b.backend.sessionID(qctx, b.handle)
 	if err == nil {
-		l.sess.id, l.sess.idRead = id, true
+		b.sess.id, b.sess.idRead = id, true
 	}
 	return err
 }

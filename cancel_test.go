@@ -7,11 +7,11 @@ import (
 	"time"
 )
 
-func newTestWatcher(ctx context.Context, cut time.Duration) (*watcher, *controlRecorder, *atomic.Bool) {
+func newTestWatcher(ctx context.Context, cut time.Duration) (*canceller, *controlRecorder, *atomic.Bool) {
 	r := &controlRecorder{}
-	l := &Lock{be: r, sess: newSession()}
+	l := &Lock{binding: binding{backend: r, sess: newSession()}}
 	var dropped atomic.Bool
-	w := &watcher{l: l, ctx: ctx, cut: cut, drop: func() { dropped.Store(true) }}
+	w := &canceller{l: l, ctx: ctx, cancelAfter: cut, drop: func() { dropped.Store(true) }}
 	return w, r, &dropped
 }
 
@@ -33,7 +33,7 @@ func TestWatcherQuiet(t *testing.T) {
 }
 
 // The caller's ctx ends during the statement: a cancel is sent, and stop
-// returns only after the watcher is done.
+// returns only after the canceller is done.
 func TestWatcherCtxCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	w, r, dropped := newTestWatcher(ctx, 0)
@@ -56,7 +56,7 @@ func TestWatcherCut(t *testing.T) {
 	w.start()
 	waitFor(t, "the cut", func() bool { return r.cancelsSent() > 0 })
 	w.stop()
-	if got := w.reason(); got != cancelCut {
+	if got := w.reason(); got != cancelTimedOut {
 		t.Fatalf("reason() = %d, want cancelCut", got)
 	}
 }
@@ -77,7 +77,7 @@ func TestWatcherDiscard(t *testing.T) {
 }
 
 // A cancel that reaches the session before the statement runs is dropped
-// by the server: the watcher sends it again until the statement returns,
+// by the server: the canceller sends it again until the statement returns,
 // and stop waits for the resending to end.
 func TestWatcherResends(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -106,7 +106,7 @@ func TestWatcherBothFire(t *testing.T) {
 	cancel()
 	waitFor(t, "the cancel", func() bool { return r.cancelsSent() > 0 })
 	w.stop()
-	if got := w.reason(); got != cancelCut {
+	if got := w.reason(); got != cancelTimedOut {
 		t.Fatalf("reason() = %d, want cancelCut (the first to fire)", got)
 	}
 }

@@ -17,8 +17,8 @@ import (
 // earlier pin left behind: its db.Connection returned while they were
 // held, so they went back to the pool with the session. Their Locks learn
 // it at their next call (an error matching [ErrLeaked]).
-func (l *Lock) readyLocked(ctx context.Context) error {
-	s, p := l.sess, l.pin
+func (b *binding) readyLocked(ctx context.Context) error {
+	s, p := b.sess, b.pin
 	switch {
 	case s.dead:
 		return s.why
@@ -28,43 +28,52 @@ func (l *Lock) readyLocked(ctx context.Context) error {
 		return errPinReused
 	}
 	s.pinGen = p.gen
-	if c, ok := l.q.(*sql.Conn); ok && s.idRead {
+	if c, ok := b.handle.(*sql.Conn); ok && s.idRead {
 		// The statements on this pin check the session's backend too.
 		verifiedPIDs.store(c, s.id)
 	}
-	return l.releaseStaleLocked(ctx)
+	return b.releaseStaleLocked(ctx)
 }
 
-// releaseStaleLocked releases, on l's session, every hold taken under an
-// earlier pin.
-func (l *Lock) releaseStaleLocked(ctx context.Context) error {
-	s := l.sess
-	for seq, h := range s.holds {
-		if h.pin >= s.pinGen {
+// releaseStaleLocked releases, on b's session, every hold taken under an
+// earlier pin, and tells their Locks.
+func (b *binding) releaseStaleLocked(ctx context.Context) error {
+	for _, h := range b.sess.holds {
+		if h.pin >= b.sess.pinGen {
 			continue
 		}
-		err := l.short(ctx, func(qctx context.Context) error {
-			_, err := l.be.unlock(qctx, l.q, l.be.stmtKey(h.dbKey), options{shared: h.shared})
+		if err := b.releaseHoldLocked(ctx, h); err != nil {
 			return err
-		})
-		if err != nil {
-			if lost := l.sessionFailedLocked(err); lost != nil {
-				return lost
-			}
-			why := fmt.Errorf("%w: releasing a lock leaked by an earlier user of the session failed, so the session was discarded: %w", ErrLockLost, err)
-			s.discardLocked(l.q, why)
-			return why
 		}
-		s.removeLocked(seq)
 		if stale := h.lock.Value(); stale != nil {
 			stale.markLost(errPinReused)
 		}
 	}
-	return l.keepIdleLocked(ctx)
+	return b.keepIdleLocked(ctx)
+}
+
+// releaseHoldLocked releases one hold by its key and takes it out of the
+// session's book. If that fails, the session is discarded.
+func (b *binding) releaseHoldLocked(ctx context.Context, h hold) error {
+	err := b.bounded(ctx, func(qctx context.Context) error {
+		_, err := b.backend.unlock(qctx, b.handle, b.backend.stmtKey(h.dbKey), options{shared: h.shared})
+		return err
+	})
+	if err != nil {
+		if lost := b.failedLocked(err); lost != nil {
+			return lost
+		}
+		why := fmt.Errorf("%w: releasing a leaked lock failed, so the session was discarded: %w", ErrLockLost, err)
+		b.sess.discardLocked(b.handle, why)
+		return why
+	}
+	b.sess.removeLocked(h.seq)
+	return nil
 }
 
 // releaseLeaked releases the holds made on the session of conn after
-// Lock sequence number since, when fn of Connection or WithLock returned.
+// Lock sequence number since, when fn of Connection or WithLock returned,
+// and reports them with ErrLeaked.
 func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, p *pin, since uint64) error {
 	reg, err := registered(tx)
 	if err != nil {
@@ -76,8 +85,8 @@ func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, p *pin, sin
 	if err := s.lockWithin(ctx, reg.cfg.ReleaseTimeout, conn); err != nil {
 		return fmt.Errorf("%w: the session stayed busy after fn returned; it will be discarded: %w", ErrLockLost, err)
 	}
+	defer s.unlock()
 	leaked := s.leakedSinceLocked(since)
-	s.unlock()
 	if len(leaked) == 0 {
 		return nil
 	}
@@ -87,20 +96,19 @@ func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, p *pin, sin
 	}
 	errs := []error{fmt.Errorf("%w: %d lock(s) still held when fn returned, now released: %s",
 		ErrLeaked, len(keys), strings.Join(keys, ", "))}
+	b := &binding{reg: reg, backend: reg.server.backend, handle: conn, tx: txUnknown, sess: s, pin: p}
+	if err := b.readyLocked(ctx); err != nil {
+		return joinErrors(append(errs, err)...)
+	}
 	for _, h := range leaked {
-		l := h.lock.Value()
-		if l == nil {
-			// The Lock was garbage collected while holding: release by key.
-			l = &Lock{
-				key: h.key, dbKey: h.dbKey, sk: reg.server.backend.stmtKey(h.dbKey), mode: options{shared: h.shared},
-				reg: reg, be: reg.server.backend, q: conn, tx: txUnknown, sess: s, pin: p, seq: h.seq, state: stateHeld,
-			}
+		if err := b.releaseHoldLocked(ctx, h); err != nil {
+			return joinErrors(append(errs, err)...)
 		}
-		if err := l.Close(ctx); err != nil {
-			errs = append(errs, err)
+		if l := h.lock.Value(); l != nil {
+			l.releasedAsLeak()
 		}
 	}
-	return joinErrors(errs...)
+	return joinErrors(append(errs, b.keepIdleLocked(ctx))...)
 }
 
 // leakedSinceLocked returns the holds of Locks made after sequence number

@@ -11,7 +11,12 @@ import (
 )
 
 // state is where a Lock is in its life. Every transition happens under
-// Lock.mu; statements run outside it, so Acquired never blocks.
+// Lock.stateMu; statements run outside it, so Acquired never blocks.
+//
+// Two mutexes, two suffixes: a helper named ...Locked needs the session
+// mutex (session.sem, held around every dlock statement sequence on a
+// session); one named ...StateLocked needs the Lock's stateMu. The
+// session mutex is always taken first.
 type state uint8
 
 const (
@@ -32,25 +37,20 @@ const (
 // Methods are safe for use from several goroutines. [Lock.Acquired],
 // [Lock.Key], [Lock.DBKey] and [Lock.DB] never block.
 type Lock struct {
-	db    *gorm.DB
-	key   any
-	dbKey any
-	sk    any     // the backend's form of dbKey for its statements
-	mode  options // shared, xact
-	wait  options // default wait, from New
-	reg   registration
-	be    backend
-	q     querier
-	tx    txState
-	sess  *session
-	pin   *pin // the pin of a session lock's *sql.Conn; nil in a transaction
-	seq   uint64
+	db      *gorm.DB
+	key     any
+	dbKey   any
+	stmtKey any     // the backend's form of dbKey for its statements
+	mode    options // shared, xact
+	wait    options // default wait, from New
+	binding
+	seq uint64
 
 	// Used only inside acquire, which runs for one Acquire at a time.
-	skipTries int // acquires left that skip the first try
-	skipRun   int // the length of the last run of skipped tries
+	skipsLeft  int // acquires left that skip the first try
+	skipStreak int // the length of the last run of skipped tries
 
-	mu      sync.Mutex
+	stateMu sync.Mutex
 	state   state
 	lostErr error         // why, in stateLost
 	holdGen uint64        // counts grants, so that a late loss check of an earlier hold is ignored
@@ -95,15 +95,16 @@ func newLock(tx *gorm.DB, key any, mode options) (*Lock, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Lock{db: tx, key: key, reg: reg, be: reg.server.backend, mode: mode}
+	l := &Lock{db: tx, key: key, mode: mode}
+	l.reg, l.backend = reg, reg.server.backend
 	if err := l.bindSession(tx); err != nil {
 		return nil, err
 	}
-	if l.dbKey, err = l.be.dbKey(key, reg.cfg.KeyPrefix); err != nil {
+	if l.dbKey, err = l.backend.dbKey(key, reg.cfg.KeyPrefix); err != nil {
 		return nil, err
 	}
-	l.sk = l.be.stmtKey(l.dbKey)
-	if err := l.be.checkMode(l.mode); err != nil {
+	l.stmtKey = l.backend.stmtKey(l.dbKey)
+	if err := l.backend.checkMode(l.mode); err != nil {
 		return nil, err
 	}
 	l.seq = l.sess.nextID.Add(1)
@@ -125,22 +126,22 @@ func (l *Lock) bindSession(tx *gorm.DB) error {
 			return fmt.Errorf("%w: Xact needs a tx inside db.Transaction", ErrNotInTransaction)
 		}
 		l.pin = pinOf(c)
-		l.q, l.tx, l.sess = c, txUnknown, l.pin.sess
+		l.handle, l.tx, l.sess = c, txUnknown, l.pin.sess
 		return nil
 	case *sql.Tx:
 		if !l.mode.xact {
 			return errSessionInTx
 		}
-		l.q, l.tx, l.sess = c, txOpen, txSessions.loadOrStore(c, newSession)
+		l.handle, l.tx, l.sess = c, txOpen, txSessions.loadOrStore(c, newSession)
 		return nil
 	case *gorm.PreparedStmtTX:
 		if !l.mode.xact {
 			return errSessionInTx
 		}
 		if t, ok := c.Tx.(*sql.Tx); ok {
-			l.q, l.tx, l.sess = t, txOpen, txSessions.loadOrStore(t, newSession)
+			l.handle, l.tx, l.sess = t, txOpen, txSessions.loadOrStore(t, newSession)
 		} else {
-			l.q, l.tx, l.sess = c, txOpen, preparedSessions.loadOrStore(c, newSession)
+			l.handle, l.tx, l.sess = c, txOpen, preparedSessions.loadOrStore(c, newSession)
 		}
 		return nil
 	}
@@ -168,8 +169,8 @@ func (l *Lock) Acquired() bool {
 	if l == nil {
 		return false
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
 	return l.state == stateHeld
 }
 
@@ -196,13 +197,13 @@ func (l *Lock) Held(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	if !held {
-		l.mu.Lock()
+		l.stateMu.Lock()
 		if l.state == stateHeld {
 			s.removeLocked(l.seq)
 			// An Xact lock ends with its (sub)transaction: no loss.
-			l.loseLocked(errNotHeldByServer)
+			l.loseStateLocked(errNotHeldByServer)
 		}
-		l.mu.Unlock()
+		l.stateMu.Unlock()
 	}
 	return held, nil
 }
@@ -212,9 +213,9 @@ func (l *Lock) heldLocked(ctx context.Context) (held bool, err error) {
 	if err := l.readyLocked(ctx); err != nil {
 		return false, err
 	}
-	err = l.short(ctx, func(qctx context.Context) error {
+	err = l.bounded(ctx, func(qctx context.Context) error {
 		var err error
-		held, err = l.be.held(qctx, l.q, l.sk, l.mode)
+		held, err = l.backend.held(qctx, l.handle, l.stmtKey, l.mode)
 		return err
 	})
 	switch {
@@ -242,8 +243,8 @@ func (l *Lock) Done() <-chan struct{} {
 	if l == nil {
 		return closedChan
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
 	if l.state != stateHeld && l.state != stateReleasing {
 		return closedChan
 	}
@@ -255,25 +256,25 @@ func (l *Lock) Done() <-chan struct{} {
 
 // markLost tells l that its hold is gone, and why, if it holds one.
 func (l *Lock) markLost(why error) {
-	l.mu.Lock()
+	l.stateMu.Lock()
 	if l.state == stateHeld {
-		l.loseLocked(why)
+		l.loseStateLocked(why)
 	}
-	l.mu.Unlock()
+	l.stateMu.Unlock()
 }
 
 // lostByCheck is markLost from the monitor, for hold generation gen only.
 func (l *Lock) lostByCheck(gen uint64, why error) {
-	l.mu.Lock()
+	l.stateMu.Lock()
 	if l.state == stateHeld && l.holdGen == gen {
-		l.loseLocked(why)
+		l.loseStateLocked(why)
 	}
-	l.mu.Unlock()
+	l.stateMu.Unlock()
 }
 
-// loseLocked moves a held Lock to lost and tells whoever listens. The
-// caller holds l.mu.
-func (l *Lock) loseLocked(why error) {
+// loseStateLocked moves a held Lock to lost and tells whoever listens. The
+// caller holds l.stateMu.
+func (l *Lock) loseStateLocked(why error) {
 	l.state, l.lostErr = stateLost, why
 	if l.mode.xact && (why == errTxDone || why == errNotHeldByServer) {
 		// A transaction-level lock ends with its (sub)transaction.
@@ -282,12 +283,12 @@ func (l *Lock) loseLocked(why error) {
 	if l.onLost != nil && l.state == stateLost {
 		l.onLost(why)
 	}
-	l.endHoldLocked()
+	l.endHoldStateLocked()
 }
 
-// endHoldLocked closes the current hold's Done channel and stops its
-// loss check. The caller holds l.mu.
-func (l *Lock) endHoldLocked() {
+// endHoldStateLocked closes the current hold's Done channel and stops its
+// loss check. The caller holds l.stateMu.
+func (l *Lock) endHoldStateLocked() {
 	if l.done != nil {
 		close(l.done)
 		l.done = nil
@@ -304,11 +305,22 @@ func (l *Lock) monitor() *monitor {
 	return l.reg.server.monitor
 }
 
+// releasedAsLeak tells l that the leak check of Connection or WithLock
+// released its hold.
+func (l *Lock) releasedAsLeak() {
+	l.stateMu.Lock()
+	if l.state == stateHeld {
+		l.state, l.lostErr = stateIdle, nil
+		l.endHoldStateLocked()
+	}
+	l.stateMu.Unlock()
+}
+
 // notifyLost makes f be called with the reason if the current hold is
 // found lost, at once if it already was.
 func (l *Lock) notifyLost(f func(error)) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
 	switch l.state {
 	case stateHeld:
 		l.onLost = f
@@ -325,10 +337,10 @@ func (l *Lock) grantedLocked(ctx context.Context) error {
 	if err := l.keepIdleLocked(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotAcquired, err)
 	}
-	l.mu.Lock()
+	l.stateMu.Lock()
 	l.holdGen++
 	gen := l.holdGen
-	l.mu.Unlock()
+	l.stateMu.Unlock()
 	l.monitor().watch(l, gen)
 	return nil
 }
@@ -337,23 +349,23 @@ func (l *Lock) grantedLocked(ctx context.Context) error {
 // first lock, and puts the session's own value back when it holds none
 // (Plugin.KeepIdleHolders). It returns an error only when the session is
 // gone.
-func (l *Lock) keepIdleLocked(ctx context.Context) error {
-	s := l.sess
+func (b *binding) keepIdleLocked(ctx context.Context) error {
+	s := b.sess
 	want := len(s.holds) > 0
-	if !l.reg.cfg.KeepIdleHolders || l.pin == nil || want == s.raised || s.dead {
+	if !b.reg.cfg.KeepIdleHolders || b.pin == nil || want == s.raised || s.dead {
 		return nil
 	}
-	err := l.short(ctx, func(qctx context.Context) error {
+	err := b.bounded(ctx, func(qctx context.Context) error {
 		if !want {
-			return l.be.restoreIdle(qctx, l.q, s.idle)
+			return b.backend.restoreIdle(qctx, b.handle, s.idle)
 		}
 		var err error
-		s.idle, err = l.be.keepIdle(qctx, l.q)
+		s.idle, err = b.backend.keepIdle(qctx, b.handle)
 		return err
 	})
 	if err == nil {
 		s.raised = want
 		return nil
 	}
-	return l.sessionFailedLocked(err)
+	return b.failedLocked(err)
 }

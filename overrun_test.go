@@ -5,17 +5,17 @@ import (
 	"time"
 )
 
-func newWatchdogLock() (*Lock, *controlRecorder) {
+func newGuardBinding() (*binding, *controlRecorder) {
 	r := &controlRecorder{}
-	return &Lock{be: r}, r
+	return &binding{backend: r}, r
 }
 
 // A statement that returns within its bound is never ended, even when it
 // starts late in the bound of an earlier statement, whose timer is still
 // pending: the timer re-arms itself for the later deadline.
 func TestWatchdogRearmsForLaterStatement(t *testing.T) {
-	l, r := newWatchdogLock()
-	var w watchdog
+	l, r := newGuardBinding()
+	var w overrunGuard
 	const bound = 300 * time.Millisecond
 	w.arm(l, 7, bound)
 	if !w.stop() {
@@ -45,9 +45,9 @@ func TestWatchdogRearmsForLaterStatement(t *testing.T) {
 // A statement that outlives its bound ends the session once, and stop
 // reports it only after the end was sent.
 func TestWatchdogEndsOverdueStatement(t *testing.T) {
-	l, r := newWatchdogLock()
+	l, r := newGuardBinding()
 	r.hold = make(chan struct{})
-	var w watchdog
+	var w overrunGuard
 	w.arm(l, 7, time.Millisecond) // a quick one first: the timer pends
 	if !w.stop() {
 		t.Fatal("stop() = false after a quick statement")
@@ -67,12 +67,12 @@ func TestWatchdogEndsOverdueStatement(t *testing.T) {
 	}
 	close(r.hold)
 	if <-stopped {
-		t.Fatal("stop() = true for a session the watchdog ended")
+		t.Fatal("stop() = true for a session the overrun guard ended")
 	}
 	if got, _ := r.endedSessions(); len(got) != 1 || got[0] != 9 {
 		t.Fatalf("sessions ended: %v, want [9]", got)
 	}
-	// The watchdog serves the next statement as before.
+	// The overrun guard serves the next statement as before.
 	w.arm(l, 9, time.Second)
 	if !w.stop() {
 		t.Fatal("stop() = false for the next quick statement")
@@ -81,8 +81,8 @@ func TestWatchdogEndsOverdueStatement(t *testing.T) {
 
 // A bound shorter than the pending timer's moves the timer earlier.
 func TestWatchdogShorterBound(t *testing.T) {
-	l, r := newWatchdogLock()
-	var w watchdog
+	l, r := newGuardBinding()
+	var w overrunGuard
 	w.arm(l, 7, time.Hour)
 	if !w.stop() {
 		t.Fatal("stop() = false after a quick statement")
@@ -90,6 +90,6 @@ func TestWatchdogShorterBound(t *testing.T) {
 	w.arm(l, 7, 20*time.Millisecond)
 	waitFor(t, "the end of the session of the statement with the shorter bound", r.anyEnded)
 	if w.stop() {
-		t.Fatal("stop() = true for a session the watchdog ended")
+		t.Fatal("stop() = true for a session the overrun guard ended")
 	}
 }

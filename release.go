@@ -30,35 +30,35 @@ func (l *Lock) Release(ctx context.Context) error {
 	if l == nil {
 		return fmt.Errorf("%w: nil *Lock", ErrNotHeld)
 	}
-	l.mu.Lock()
+	l.stateMu.Lock()
 	lost := l.lostErr
 	switch {
 	case l.state != stateHeld && l.state != stateLost:
-		l.mu.Unlock()
+		l.stateMu.Unlock()
 		return ErrNotHeld
 	case l.mode.xact && l.state == stateLost:
 		l.state, l.lostErr = stateIdle, nil
-		l.mu.Unlock()
+		l.stateMu.Unlock()
 		return lost
 	case l.mode.xact:
-		l.mu.Unlock()
+		l.stateMu.Unlock()
 		return fmt.Errorf("%w: a transaction-level lock is released when its transaction ends", ErrUnsupported)
 	}
 	l.state = stateReleasing
-	l.mu.Unlock()
+	l.stateMu.Unlock()
 
 	// A lost hold may still be in the session's book, and, when the loss
 	// could not be confirmed, on the server: release it all the same.
 	stillHeld, err := l.release(ctx)
 
-	l.mu.Lock()
+	l.stateMu.Lock()
 	if stillHeld && lost == nil {
 		l.state = stateHeld
 	} else {
 		l.state, l.lostErr = stateIdle, nil
-		l.endHoldLocked()
+		l.endHoldStateLocked()
 	}
-	l.mu.Unlock()
+	l.stateMu.Unlock()
 	if lost != nil {
 		return lost
 	}
@@ -68,7 +68,7 @@ func (l *Lock) Release(ctx context.Context) error {
 // release runs the release statement under the session mutex.
 func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 	s := l.sess
-	if err := s.lockWithin(ctx, l.shortBound(ctx), l.q); err != nil {
+	if err := s.lockWithin(ctx, l.statementBound(ctx), l.handle); err != nil {
 		return false, fmt.Errorf("%w: the session stayed busy; it will be discarded: %w", ErrLockLost, err)
 	}
 	defer s.unlock()
@@ -81,9 +81,9 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 		return false, fmt.Errorf("%w: released by dlock.Connection as leaked", ErrLockLost)
 	}
 	var ok bool
-	err = l.short(ctx, func(qctx context.Context) error {
+	err = l.bounded(ctx, func(qctx context.Context) error {
 		var err error
-		ok, err = l.be.unlock(qctx, l.q, l.sk, l.mode)
+		ok, err = l.backend.unlock(qctx, l.handle, l.stmtKey, l.mode)
 		return err
 	})
 	if err == nil {
@@ -106,7 +106,7 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 		return false, lost
 	}
 	why := fmt.Errorf("%w: release failed, so the session was discarded: %w", ErrLockLost, err)
-	s.discardLocked(l.q, why)
+	s.discardLocked(l.handle, why)
 	return false, why
 }
 
@@ -121,19 +121,19 @@ func (l *Lock) Close(ctx context.Context) error {
 	if l == nil {
 		return nil
 	}
-	l.mu.Lock()
+	l.stateMu.Lock()
 	st := l.state
 	if l.mode.xact {
 		// Nothing to send: the lock ends with its transaction.
 		lost := l.lostErr
 		if st == stateHeld || st == stateLost {
 			l.state, l.lostErr = stateIdle, nil
-			l.endHoldLocked()
+			l.endHoldStateLocked()
 		}
-		l.mu.Unlock()
+		l.stateMu.Unlock()
 		return lost
 	}
-	l.mu.Unlock()
+	l.stateMu.Unlock()
 	if st != stateHeld && st != stateLost {
 		return nil
 	}
@@ -144,18 +144,33 @@ func (l *Lock) Close(ctx context.Context) error {
 	return err
 }
 
-// sessionFailedLocked settles an error that ends the session for l: a
-// lost session is discarded, and a Lock whose session went back to the
-// pool is marked so. It returns the error to report, or nil when err is
-// about the statement alone.
+// sessionFailedLocked settles an error that ends the session for l (see
+// binding.failedLocked); a Lock whose session went back to the pool is
+// marked so. It returns the error to report, or nil when err is about the
+// statement alone.
 func (l *Lock) sessionFailedLocked(err error) error {
-	switch l.classify(err) {
+	why := l.failedLocked(err)
+	if why == errPinClosed {
+		l.markLost(why)
+	}
+	return why
+}
+
+// failedLocked settles an error that ends the session for dlock: a lost
+// session is discarded; a pin that went back to the pool is left for its
+// next user. It returns the error to report, or nil when err is about the
+// statement alone.
+func (b *binding) failedLocked(err error) error {
+	switch b.classify(err) {
 	case failLost:
+		if errors.Is(err, ErrLockLost) {
+			b.sess.discardLocked(b.handle, err)
+			return err
+		}
 		why := fmt.Errorf("%w: %w", ErrLockLost, err)
-		l.sess.discardLocked(l.q, why)
+		b.sess.discardLocked(b.handle, why)
 		return why
 	case failPinClosed:
-		l.markLost(errPinClosed)
 		return errPinClosed
 	}
 	return nil

@@ -29,17 +29,17 @@ type session struct {
 	pins   atomic.Uint64 // pin generations handed out
 
 	// Guarded by sem.
-	dog    watchdog
-	id     int64  // server session id, 0 until probed
-	idRead bool   // id was read with a query, not from the driver
-	setUp  bool   // the backend's setUp is done
-	idle   string // the session's own idle timeout, while dlock raised it
-	raised bool   // dlock raised the idle timeout (KeepIdleHolders)
-	dead   bool   // discarded or found gone: every hold is lost
-	why    error  // why it is dead
-	pinGen uint64 // the pin dlock last sent a statement under
-	holds  map[uint64]hold
-	counts map[holdKey]int
+	overrun overrunGuard
+	id      int64  // server session id, 0 until probed
+	idRead  bool   // id was read with a query, not from the driver
+	setUp   bool   // the backend's setUp is done
+	idle    string // the session's own idle timeout, while dlock raised it
+	raised  bool   // dlock raised the idle timeout (KeepIdleHolders)
+	dead    bool   // discarded or found gone: every hold is lost
+	why     error  // why it is dead
+	pinGen  uint64 // the pin dlock last sent a statement under
+	holds   map[uint64]hold
+	counts  map[holdKey]int
 }
 
 // holdKey names one lock in one mode on a session; holds of the same key
@@ -64,6 +64,19 @@ func newSession() *session {
 		holds:  make(map[uint64]hold),
 		counts: make(map[holdKey]int),
 	}
+}
+
+// binding is where a Lock's statements go: its session's state, the
+// database/sql handle they run on, and the backend and registration that
+// shape and bound them. The leak check makes one without a Lock, to
+// release holds whose Lock is gone.
+type binding struct {
+	reg     registration
+	backend backend
+	handle  querier // the *sql.Conn, or the *sql.Tx of an Xact lock
+	tx      txState
+	sess    *session
+	pin     *pin // the pin of a session lock's *sql.Conn; nil in a transaction
 }
 
 // pin is one pinning of a physical session: one *sql.Conn. Pins of one
@@ -105,7 +118,7 @@ func physicalSession(c *sql.Conn) *session {
 	}
 	return driverSessions.loadOrStore(dc, func() *session {
 		s := newSession()
-		s.dog.netConn = nc
+		s.overrun.netConn = nc
 		return s
 	})
 }
