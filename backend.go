@@ -4,7 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"reflect"
+
 	"time"
 )
 
@@ -15,8 +15,8 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// bound says how long one lock statement may wait.
-type bound struct {
+// waitBound says how long one lock statement may wait.
+type waitBound struct {
 	try         bool          // one try, no waiting
 	wait        time.Duration // server-side limit; 0 with !try = wait forever
 	cancellable bool          // the statement may be cancelled from outside
@@ -45,11 +45,11 @@ type backend interface {
 	// serverWait returns the wait to send to the server for a wanted wait
 	// d, and whether the client must cut the wait at d itself.
 	serverWait(d time.Duration) (time.Duration, bool)
-	// lock runs the lock statement, with w started right before it and
-	// stopped right after it (w may be nil). It returns (true, nil) on a
+	// lock runs the lock statement, with c started right before it and
+	// stopped right after it (c may be nil). It returns (true, nil) on a
 	// grant, (false, nil) when the server said busy or timed out, and an
 	// error for anything else; classify tells what the error means.
-	lock(ctx context.Context, q querier, tx txState, k any, o options, b bound, w *watcher) (bool, error)
+	lock(ctx context.Context, q querier, tx txState, k any, o options, b waitBound, c *canceller) (bool, error)
 	// unlock releases one hold; false means the server says it was not held.
 	unlock(ctx context.Context, q querier, k any, o options) (bool, error)
 	// held asks whether this session holds k in o's mode.
@@ -93,36 +93,3 @@ const (
 // errInterrupted is returned by a backend's lock when the server answered
 // without a verdict (MySQL's NULL from GET_LOCK): the wait was killed.
 var errInterrupted = errors.New("dlock: lock statement interrupted")
-
-// sqlState returns the SQLSTATE of a PostgreSQL error (pgx and lib/pq
-// errors have a SQLState method), or "".
-func sqlState(err error) string {
-	var s interface{ SQLState() string }
-	if errors.As(err, &s) {
-		return s.SQLState()
-	}
-	return ""
-}
-
-// mysqlErrNumber returns the server error number of a MySQL driver error.
-// dlock does not import a driver, so it looks for the exported uint16
-// field Number that go-sql-driver/mysql's *MySQLError has.
-func mysqlErrNumber(err error) (uint16, bool) {
-	for e := err; e != nil; {
-		v := reflect.ValueOf(e)
-		if v.Kind() == reflect.Pointer && !v.IsNil() {
-			v = v.Elem()
-		}
-		if v.Kind() == reflect.Struct {
-			if f := v.FieldByName("Number"); f.IsValid() && f.Kind() == reflect.Uint16 {
-				return uint16(f.Uint()), true
-			}
-		}
-		u, ok := e.(interface{ Unwrap() error })
-		if !ok {
-			break
-		}
-		e = u.Unwrap()
-	}
-	return 0, false
-}

@@ -12,7 +12,7 @@ import (
 // controlRecorder is a backend whose only methods in use are the two that
 // run on a control connection, cancel and terminate. It records what they
 // target, can fail cancels, and can hold both until told to go on. The
-// logic of the watcher and the watchdog is pure; the integration tests
+// logic of the canceller and the overrun guard is pure; the integration tests
 // cancel and end real sessions.
 type controlRecorder struct {
 	backend

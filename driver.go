@@ -1,6 +1,13 @@
 package dlock
 
+// What dlock reads from the drivers without importing them: pgx's session
+// status, pid and reported parameters, the network connection under a
+// driver connection, and the codes of server errors. Each looks for a
+// known shape by reflection and answers "unknown" for any other driver.
+
 import (
+	"database/sql"
+	"errors"
 	"net"
 	"reflect"
 	"unsafe"
@@ -47,4 +54,97 @@ func callChain(v reflect.Value, methods ...string) (reflect.Value, bool) {
 		v = m.Call(nil)[0]
 	}
 	return v, v.IsValid() && !(v.Kind() == reflect.Interface && v.IsNil())
+}
+
+// pgxTxStatus asks pgx's stdlib connection for the protocol's transaction
+// status ('I' idle, 'T' in a transaction, 'E' failed) without importing
+// pgx: (*stdlib.Conn).Conn().PgConn().TxStatus().
+func pgxTxStatus(c *sql.Conn) (status byte, known bool) {
+	v, ok := pgxCall(c, "TxStatus")
+	if ok && v.Kind() == reflect.Uint8 {
+		return byte(v.Uint()), true
+	}
+	return 0, false
+}
+
+// driverSessionID returns the server's id of the session when the driver
+// tells it without a query: pgx's (*stdlib.Conn).Conn().PgConn().PID().
+func driverSessionID(q querier) (int64, bool) {
+	c, ok := q.(*sql.Conn)
+	if !ok {
+		return 0, false
+	}
+	v, ok := pgxCall(c, "PID")
+	if ok && v.Kind() == reflect.Uint32 && v.Uint() != 0 {
+		return int64(v.Uint()), true
+	}
+	return 0, false
+}
+
+// pgxCall calls Conn().PgConn().<method>() on the driver connection of c,
+// if it has that shape, and returns the result.
+func pgxCall(c *sql.Conn, method string) (result reflect.Value, ok bool) {
+	_ = c.Raw(func(dc any) error {
+		result, ok = callChain(reflect.ValueOf(dc), "Conn", "PgConn", method)
+		return nil
+	})
+	return result, ok
+}
+
+// pgxParameterStatus returns a run-time parameter the server reported to
+// pgx, without importing pgx: (*stdlib.Conn).Conn().PgConn()
+// .ParameterStatus(name). ok is false for other drivers and for a
+// parameter the server did not report.
+func pgxParameterStatus(c *sql.Conn, name string) (value string, ok bool) {
+	_ = c.Raw(func(dc any) error {
+		pg, found := callChain(reflect.ValueOf(dc), "Conn", "PgConn")
+		if !found {
+			return nil
+		}
+		f := pg.MethodByName("ParameterStatus")
+		if !f.IsValid() {
+			return nil
+		}
+		ft := f.Type()
+		if ft.NumIn() != 1 || ft.In(0).Kind() != reflect.String || ft.NumOut() != 1 || ft.Out(0).Kind() != reflect.String {
+			return nil
+		}
+		value = f.Call([]reflect.Value{reflect.ValueOf(name)})[0].String()
+		ok = value != ""
+		return nil
+	})
+	return value, ok
+}
+
+// sqlState returns the SQLSTATE of a PostgreSQL error (pgx and lib/pq
+// errors have a SQLState method), or "".
+func sqlState(err error) string {
+	var s interface{ SQLState() string }
+	if errors.As(err, &s) {
+		return s.SQLState()
+	}
+	return ""
+}
+
+// mysqlErrNumber returns the server error number of a MySQL driver error.
+// dlock does not import a driver, so it looks for the exported uint16
+// field Number that go-sql-driver/mysql's *MySQLError has.
+func mysqlErrNumber(err error) (uint16, bool) {
+	for e := err; e != nil; {
+		v := reflect.ValueOf(e)
+		if v.Kind() == reflect.Pointer && !v.IsNil() {
+			v = v.Elem()
+		}
+		if v.Kind() == reflect.Struct {
+			if f := v.FieldByName("Number"); f.IsValid() && f.Kind() == reflect.Uint16 {
+				return uint16(f.Uint()), true
+			}
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			break
+		}
+		e = u.Unwrap()
+	}
+	return 0, false
 }

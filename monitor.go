@@ -57,7 +57,7 @@ func (m *monitor) watch(l *Lock, gen uint64) {
 	if m == nil || m.interval < 0 || l.sess.id == 0 {
 		return
 	}
-	h := watchedHold{sessionID: l.sess.id, dbKey: l.dbKey, stmtKey: l.sk, shared: l.mode.shared, gen: gen}
+	h := watchedHold{sessionID: l.sess.id, dbKey: l.dbKey, stmtKey: l.stmtKey, shared: l.mode.shared, gen: gen}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.watched[l] = h

@@ -79,7 +79,7 @@ func (b *mysqlBackend) serverWait(d time.Duration) (time.Duration, bool) {
 
 // mysqlSeconds formats a wait for GET_LOCK: whole seconds for MySQL,
 // milliseconds precision for MariaDB, never zero for a real wait.
-func (b *mysqlBackend) mysqlSeconds(bd bound) string {
+func (b *mysqlBackend) mysqlSeconds(bd waitBound) string {
 	switch {
 	case bd.try:
 		return "0"
@@ -94,7 +94,7 @@ func (b *mysqlBackend) mysqlSeconds(bd bound) string {
 }
 
 // lockSQL returns the acquire statement for the name and bound.
-func (b *mysqlBackend) lockSQL(k *mysqlStmts, bd bound) string {
+func (b *mysqlBackend) lockSQL(k *mysqlStmts, bd waitBound) string {
 	if bd.try {
 		return k.try
 	}
@@ -109,11 +109,11 @@ func (b *mysqlBackend) lockSQL(k *mysqlStmts, bd bound) string {
 	}
 }
 
-func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ options, bd bound, w *watcher) (bool, error) {
+func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ options, bd waitBound, c *canceller) (bool, error) {
 	var r sql.NullInt64
-	w.start()
+	c.start()
 	err := q.QueryRowContext(ctx, b.lockSQL(k.(*mysqlStmts), bd)).Scan(&r)
-	w.stop()
+	c.stop()
 	if err != nil {
 		return false, err
 	}

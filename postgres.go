@@ -4,7 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"reflect"
+
 	"strconv"
 	"strings"
 	"time"
@@ -120,62 +120,76 @@ const (
 	pgRollback  = "ROLLBACK TO SAVEPOINT dlock_wait; RELEASE SAVEPOINT dlock_wait"
 )
 
-func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o options, b bound, w *watcher) (bool, error) {
+// lock runs the lock statement: one try, an unbounded wait nothing can
+// cancel, or a watched wait (inside a savepoint when a transaction is open).
+func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o options, b waitBound, c *canceller) (bool, error) {
 	if err := pgCheckSession(ctx, q); err != nil {
 		return false, err
 	}
 	key := k // passed on boxed: no allocation per statement
-	if b.try {
+	switch {
+	case b.try:
 		if pid, known := pgVerifiedPID(q); known {
 			return pgTryOnBackend(ctx, q, key, o, pid)
 		}
 		var ok bool
 		err := q.QueryRowContext(ctx, pgStmt(o).try, key).Scan(&ok)
 		return ok, err
-	}
-	fn := pgStmt(o).lock
-	timeout := strconv.FormatInt(b.wait.Milliseconds(), 10) // used when b.wait > 0
-	if b.wait <= 0 && !b.cancellable {
-		// Nothing can end this wait but the grant or the session. Outside
-		// a transaction, lock_timeout 0 keeps a session lock_timeout from
-		// ending it; where dlock cannot tell cheaply, the session's
-		// lock_timeout applies.
-		query := "SELECT " + fn
-		if c, ok := q.(*sql.Conn); ok && tx == txUnknown {
-			if st, known := pgxTxStatus(c); known && st == 'I' {
-				query += " FROM set_config('lock_timeout', '0', true)"
-			}
-		}
-		_, err := q.ExecContext(ctx, query, key)
-		return err == nil, err
+	case b.wait <= 0 && !b.cancellable:
+		return pgWaitForever(ctx, q, tx, key, o)
 	}
 	inTx, err := pgInTransaction(ctx, q, tx)
-	if err != nil {
+	switch {
+	case err != nil:
 		return false, err
+	case inTx:
+		return pgWaitInSavepoint(ctx, q, key, o, b, c)
 	}
-	if !inTx {
-		w.start()
-		if b.wait <= 0 {
-			_, err = q.ExecContext(ctx, "SELECT "+fn+" FROM set_config('lock_timeout', '0', true)", key)
-		} else {
-			_, err = q.ExecContext(ctx, "SELECT "+fn+" FROM set_config('lock_timeout', $2, true)", key, timeout)
+	c.start()
+	if b.wait <= 0 {
+		_, err = q.ExecContext(ctx, "SELECT "+pgStmt(o).lock+" FROM set_config('lock_timeout', '0', true)", key)
+	} else {
+		_, err = q.ExecContext(ctx, "SELECT "+pgStmt(o).lock+" FROM set_config('lock_timeout', $2, true)", key, pgMillis(b.wait))
+	}
+	c.stop()
+	return err == nil, err
+}
+
+// pgMillis formats a wait for lock_timeout.
+func pgMillis(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+// pgWaitForever waits with nothing to end the wait but the grant or the
+// session. Outside a transaction, lock_timeout 0 keeps a session
+// lock_timeout from ending it; where dlock cannot tell cheaply, the
+// session's lock_timeout applies.
+func pgWaitForever(ctx context.Context, q querier, tx txState, key any, o options) (bool, error) {
+	query := "SELECT " + pgStmt(o).lock
+	if c, ok := q.(*sql.Conn); ok && tx == txUnknown {
+		if st, known := pgxTxStatus(c); known && st == 'I' {
+			query += " FROM set_config('lock_timeout', '0', true)"
 		}
-		w.stop()
-		return err == nil, err
 	}
-	// Inside a transaction, within SAVEPOINT dlock_wait (made by
-	// pgInTransaction).
+	_, err := q.ExecContext(ctx, query, key)
+	return err == nil, err
+}
+
+// pgWaitInSavepoint runs a watched wait inside an open transaction, within
+// SAVEPOINT dlock_wait (made by pgInTransaction), so that its failure
+// leaves the user's transaction intact, and leaves the savepoint.
+func pgWaitInSavepoint(ctx context.Context, q querier, key any, o options, b waitBound, c *canceller) (bool, error) {
+	fn := pgStmt(o).lock
+	var err error
 	switch {
 	case b.wait <= 0:
-		w.start()
+		c.start()
 		_, err = q.ExecContext(ctx, "SELECT "+fn, key)
-		w.stop()
+		c.stop()
 	case !o.xact:
 		// A session lock survives ROLLBACK TO SAVEPOINT, which also
 		// puts lock_timeout back.
-		w.start()
-		_, err = q.ExecContext(ctx, "SELECT "+fn+" FROM set_config('lock_timeout', $2, true)", key, timeout)
-		w.stop()
+		c.start()
+		_, err = q.ExecContext(ctx, "SELECT "+fn+" FROM set_config('lock_timeout', $2, true)", key, pgMillis(b.wait))
+		c.stop()
 		if err == nil {
 			_, err = q.ExecContext(ctx, pgRollback)
 			return err == nil, err
@@ -187,10 +201,10 @@ func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o optio
 			void bool
 			old  string
 		)
-		w.start()
+		c.start()
 		err = q.QueryRowContext(ctx, "SELECT "+fn+" IS NULL, s.old FROM (SELECT current_setting('lock_timeout') AS old, "+
-			"set_config('lock_timeout', $2, true) OFFSET 0) s", key, timeout).Scan(&void, &old)
-		w.stop()
+			"set_config('lock_timeout', $2, true) OFFSET 0) s", key, pgMillis(b.wait)).Scan(&void, &old)
+		c.stop()
 		if err == nil {
 			_, err = q.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, true)", old)
 		}
@@ -222,49 +236,6 @@ func pgInTransaction(ctx context.Context, q querier, tx txState) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
-}
-
-// pgxTxStatus asks pgx's stdlib connection for the protocol's transaction
-// status ('I' idle, 'T' in a transaction, 'E' failed) without importing
-// pgx: (*stdlib.Conn).Conn().PgConn().TxStatus().
-func pgxTxStatus(c *sql.Conn) (status byte, known bool) {
-	v, ok := pgxCall(c, "TxStatus")
-	if ok && v.Kind() == reflect.Uint8 {
-		return byte(v.Uint()), true
-	}
-	return 0, false
-}
-
-// driverSessionID returns the server's id of the session when the driver
-// tells it without a query: pgx's (*stdlib.Conn).Conn().PgConn().PID().
-func driverSessionID(q querier) (int64, bool) {
-	c, ok := q.(*sql.Conn)
-	if !ok {
-		return 0, false
-	}
-	v, ok := pgxCall(c, "PID")
-	if ok && v.Kind() == reflect.Uint32 && v.Uint() != 0 {
-		return int64(v.Uint()), true
-	}
-	return 0, false
-}
-
-// pgxCall calls Conn().PgConn().<method>() on the driver connection of c,
-// if it has that shape, and returns the result.
-func pgxCall(c *sql.Conn, method string) (result reflect.Value, ok bool) {
-	_ = c.Raw(func(dc any) error {
-		v := reflect.ValueOf(dc)
-		for _, name := range []string{"Conn", "PgConn", method} {
-			m := v.MethodByName(name)
-			if !m.IsValid() || m.Type().NumIn() != 0 || m.Type().NumOut() != 1 {
-				return nil
-			}
-			v = m.Call(nil)[0]
-		}
-		result, ok = v, true
-		return nil
-	})
-	return result, ok
 }
 
 func (pgBackend) unlock(ctx context.Context, q querier, k any, o options) (bool, error) {

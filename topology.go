@@ -5,7 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"reflect"
+
 	"strings"
 	"time"
 )
@@ -137,32 +137,6 @@ func pgCheckSession(ctx context.Context, q querier) error {
 		primaryTxs.store(t, struct{}{})
 	}
 	return nil
-}
-
-// pgxParameterStatus returns a run-time parameter the server reported to
-// pgx, without importing pgx: (*stdlib.Conn).Conn().PgConn()
-// .ParameterStatus(name). ok is false for other drivers and for a
-// parameter the server did not report.
-func pgxParameterStatus(c *sql.Conn, name string) (value string, ok bool) {
-	_ = c.Raw(func(dc any) error {
-		v := reflect.ValueOf(dc)
-		for _, m := range []string{"Conn", "PgConn"} {
-			f := v.MethodByName(m)
-			if !f.IsValid() || f.Type().NumIn() != 0 || f.Type().NumOut() != 1 {
-				return nil
-			}
-			v = f.Call(nil)[0]
-		}
-		f := v.MethodByName("ParameterStatus")
-		ft := f.Type()
-		if !f.IsValid() || ft.NumIn() != 1 || ft.In(0).Kind() != reflect.String || ft.NumOut() != 1 || ft.Out(0).Kind() != reflect.String {
-			return nil
-		}
-		value = f.Call([]reflect.Value{reflect.ValueOf(name)})[0].String()
-		ok = value != ""
-		return nil
-	})
-	return value, ok
 }
 
 // erUnknownSystemVariable is MySQL's and MariaDB's "Unknown system
