@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -69,6 +70,17 @@ type Plugin struct {
 	// transaction that rolls back, PostgreSQL puts the setting back early.
 	// Default: false, the server's timeouts apply to holders too.
 	KeepIdleHolders bool
+	// Logger receives dlock's log records: at Warn a lock lost, a session
+	// discarded, a leaked lock released, a cancel that could not be
+	// delivered; at Debug each wait, grant and release. Records carry the
+	// key, the session id and the wait or hold duration. Nothing is
+	// formatted for a level the handler does not enable. Default (nil):
+	// silent.
+	Logger *slog.Logger
+	// Observer is told of every acquire, release, loss and WithLock, for
+	// metrics and traces (see Observer and the otel module). Default
+	// (nil): none.
+	Observer Observer
 }
 
 // Name returns "gorm:dlock".
