@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -68,14 +69,25 @@ func (l *Lock) acquireWith(ctx context.Context, o options) (bool, error) {
 	l.state = stateAcquiring
 	l.stateMu.Unlock()
 
+	var (
+		start time.Time
+		e     AcquireEvent
+	)
+	if l.observed(ctx) {
+		start = time.Now()
+		ctx, e = l.acquireStarted(ctx)
+	}
 	ok, err := l.acquire(ctx, o)
 
 	l.stateMu.Lock()
-	l.state, l.lostErr = stateIdle, nil
+	l.state, l.lostErr, l.heldSince = stateIdle, nil, time.Time{}
 	if ok {
-		l.state = stateHeld
+		l.state, l.heldSince = stateHeld, start
 	}
 	l.stateMu.Unlock()
+	if !start.IsZero() {
+		l.acquireEnded(ctx, e, start, o, ok, err)
+	}
 	return ok, err
 }
 
@@ -250,7 +262,8 @@ func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
 	}
 	if reason == cancelDiscard {
 		why := fmt.Errorf("%w: %w: no control connection could cancel the wait, so the session was discarded", ErrNotAcquired, ErrLockLost)
-		s.discardLocked(l.handle, why)
+		l.log(ctx, slog.LevelWarn, "dlock: cancel not delivered", slog.String("key", keyText(l.key)), slog.Int64("session", s.id))
+		l.discardLocked(why)
 		return false, joinErrors(why, ctx.Err())
 	}
 	if err == nil {
@@ -325,7 +338,7 @@ func (l *Lock) dropStrayHoldLocked(ctx context.Context) error {
 	})
 	if err != nil {
 		why := fmt.Errorf("%w: could not make sure no hold was left, so the session was discarded: %w", ErrLockLost, err)
-		l.sess.discardLocked(l.handle, why)
+		l.discardLocked(why)
 		return why
 	}
 	return nil
@@ -373,6 +386,7 @@ func (b *binding) setUpSessionLocked(ctx context.Context) error {
 func (b *binding) probeSessionID(ctx context.Context) error {
 	if id, ok := driverSessionID(b.handle); ok && !b.reg.server.pooler {
 		b.sess.id = id
+		b.sess.idSeen.Store(id)
 		return nil
 	}
 	qctx, cancel := b.driverBoundCtx(ctx)
@@ -380,6 +394,7 @@ func (b *binding) probeSessionID(ctx context.Context) error {
 	id, err := b.backend.sessionID(qctx, b.handle)
 	if err == nil {
 		b.sess.id, b.sess.idRead = id, true
+		b.sess.idSeen.Store(id)
 	}
 	return err
 }

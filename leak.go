@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 
@@ -45,6 +46,8 @@ func (b *binding) releaseStaleLocked(ctx context.Context) error {
 		if err := b.releaseHoldLocked(ctx, h); err != nil {
 			return err
 		}
+		b.log(ctx, slog.LevelWarn, "dlock: released a lock leaked into the pool with its session",
+			slog.String("key", keyText(h.key)), slog.Int64("session", b.sess.id))
 		if stale := h.lock.Value(); stale != nil {
 			stale.markLost(errPinReused)
 		}
@@ -64,7 +67,7 @@ func (b *binding) releaseHoldLocked(ctx context.Context, h hold) error {
 			return lost
 		}
 		why := fmt.Errorf("%w: releasing a leaked lock failed, so the session was discarded: %w", ErrLockLost, err)
-		b.sess.discardLocked(b.handle, why)
+		b.discardLocked(why)
 		return why
 	}
 	b.sess.removeLocked(h.seq)
@@ -104,8 +107,10 @@ func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, p *pin, sin
 		if err := b.releaseHoldLocked(ctx, h); err != nil {
 			return joinErrors(append(errs, err)...)
 		}
+		b.log(ctx, slog.LevelWarn, "dlock: released a lock left held when fn returned",
+			slog.String("key", keyText(h.key)), slog.Int64("session", b.sess.id))
 		if l := h.lock.Value(); l != nil {
-			l.releasedAsLeak()
+			l.releasedAsLeak(ctx)
 		}
 	}
 	return joinErrors(append(errs, b.keepIdleLocked(ctx))...)

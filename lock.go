@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -50,12 +51,13 @@ type Lock struct {
 	skipsLeft  int // acquires left that skip the first try
 	skipStreak int // the length of the last run of skipped tries
 
-	stateMu sync.Mutex
-	state   state
-	lostErr error         // why, in stateLost
-	holdGen uint64        // counts grants, so that a late loss check of an earlier hold is ignored
-	done    chan struct{} // closed when the current hold ends; made by Done
-	onLost  func(error)   // called when the current hold is found lost (WithLock)
+	stateMu   sync.Mutex
+	state     state
+	lostErr   error         // why, in stateLost
+	holdGen   uint64        // counts grants, so that a late loss check of an earlier hold is ignored
+	heldSince time.Time     // the grant, when timed for the Observer or the Logger
+	done      chan struct{} // closed when the current hold ends; made by Done
+	onLost    func(error)   // called when the current hold is found lost (WithLock)
 }
 
 // closedChan is the channel Done returns when a Lock holds nothing.
@@ -198,12 +200,17 @@ func (l *Lock) Held(ctx context.Context) (bool, error) {
 	}
 	if !held {
 		l.stateMu.Lock()
+		var lost bool
+		var since time.Time
 		if l.state == stateHeld {
 			s.removeLocked(l.seq)
 			// An Xact lock ends with its (sub)transaction: no loss.
-			l.loseStateLocked(errNotHeldByServer)
+			since, lost = l.loseStateLocked(errNotHeldByServer)
 		}
 		l.stateMu.Unlock()
+		if lost {
+			l.reportLost(errNotHeldByServer, since)
+		}
 	}
 	return held, nil
 }
@@ -257,33 +264,49 @@ func (l *Lock) Done() <-chan struct{} {
 // markLost tells l that its hold is gone, and why, if it holds one.
 func (l *Lock) markLost(why error) {
 	l.stateMu.Lock()
+	var lost bool
+	var since time.Time
 	if l.state == stateHeld {
-		l.loseStateLocked(why)
+		since, lost = l.loseStateLocked(why)
 	}
 	l.stateMu.Unlock()
+	if lost {
+		l.reportLost(why, since)
+	}
 }
 
 // lostByCheck is markLost from the monitor, for hold generation gen only.
 func (l *Lock) lostByCheck(gen uint64, why error) {
 	l.stateMu.Lock()
+	var lost bool
+	var since time.Time
 	if l.state == stateHeld && l.holdGen == gen {
-		l.loseStateLocked(why)
+		since, lost = l.loseStateLocked(why)
 	}
 	l.stateMu.Unlock()
+	if lost {
+		l.reportLost(why, since)
+	}
 }
 
-// loseStateLocked moves a held Lock to lost and tells whoever listens. The
+// loseStateLocked moves a held Lock to lost and tells fn's context; it
+// returns when the hold began and whether it is a loss to report (an Xact
+// lock that ended with its transaction is none), which the caller does
+// once it has let go of l.stateMu. The
 // caller holds l.stateMu.
-func (l *Lock) loseStateLocked(why error) {
-	l.state, l.lostErr = stateLost, why
+func (l *Lock) loseStateLocked(why error) (since time.Time, lost bool) {
+	since = l.heldSince
+	l.state, l.lostErr, l.heldSince = stateLost, why, time.Time{}
 	if l.mode.xact && (why == errTxDone || why == errNotHeldByServer) {
 		// A transaction-level lock ends with its (sub)transaction.
 		l.state, l.lostErr = stateIdle, nil
 	}
-	if l.onLost != nil && l.state == stateLost {
+	lost = l.state == stateLost
+	if l.onLost != nil && lost {
 		l.onLost(why)
 	}
 	l.endHoldStateLocked()
+	return since, lost
 }
 
 // endHoldStateLocked closes the current hold's Done channel and stops its
@@ -307,13 +330,17 @@ func (l *Lock) monitor() *monitor {
 
 // releasedAsLeak tells l that the leak check of Connection or WithLock
 // released its hold.
-func (l *Lock) releasedAsLeak() {
+func (l *Lock) releasedAsLeak(ctx context.Context) {
 	l.stateMu.Lock()
-	if l.state == stateHeld {
-		l.state, l.lostErr = stateIdle, nil
+	held, since := l.state == stateHeld, l.heldSince
+	if held {
+		l.state, l.lostErr, l.heldSince = stateIdle, nil, time.Time{}
 		l.endHoldStateLocked()
 	}
 	l.stateMu.Unlock()
+	if held {
+		l.released(ctx, since, ErrLeaked)
+	}
 }
 
 // notifyLost makes f be called with the reason if the current hold is

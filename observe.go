@@ -2,6 +2,8 @@ package dlock
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"time"
 )
 
@@ -89,4 +91,106 @@ func modeName(o options) string {
 		m += " xact"
 	}
 	return m
+}
+
+// logs reports whether the Plugin's Logger takes records of level.
+func (b *binding) logs(ctx context.Context, level slog.Level) bool {
+	lg := b.reg.cfg.Logger
+	return lg != nil && lg.Enabled(ctx, level)
+}
+
+// log writes a record to the Plugin's Logger, if it takes its level.
+func (b *binding) log(ctx context.Context, level slog.Level, msg string, attrs ...slog.Attr) {
+	if b.logs(ctx, level) {
+		b.reg.cfg.Logger.LogAttrs(ctx, level, msg, attrs...)
+	}
+}
+
+// discardLocked discards the session (see session.discardLocked) and
+// says so in the log.
+func (b *binding) discardLocked(why error) {
+	b.log(context.Background(), slog.LevelWarn, "dlock: session discarded",
+		slog.Int64("session", b.sess.id), slog.String("reason", why.Error()))
+	b.sess.discardLocked(b.handle, why)
+}
+
+// event returns the fields of an event about l.
+func (l *Lock) event() (key, dbKey any, mode string, session int64) {
+	return l.key, l.dbKey, modeName(l.mode), l.sess.idSeen.Load()
+}
+
+// observed reports whether an acquire of l is to be timed and told: to
+// the Observer, or to a Logger that takes Debug records.
+func (l *Lock) observed(ctx context.Context) bool {
+	return l.reg.cfg.Observer != nil || l.logs(ctx, slog.LevelDebug)
+}
+
+// acquireStarted tells the Observer that an acquire begins, and returns
+// the event to finish and the context for the acquire.
+func (l *Lock) acquireStarted(ctx context.Context) (context.Context, AcquireEvent) {
+	var e AcquireEvent
+	e.Key, e.DBKey, e.Mode, e.SessionID = l.event()
+	if obs := l.reg.cfg.Observer; obs != nil {
+		ctx = obs.AcquireStart(ctx, e)
+	}
+	return ctx, e
+}
+
+// acquireEnded finishes e with the acquire's result and tells the
+// Observer and the Logger.
+func (l *Lock) acquireEnded(ctx context.Context, e AcquireEvent, start time.Time, o options, ok bool, err error) {
+	e.Wait, e.Err, e.SessionID = time.Since(start), err, l.sess.idSeen.Load()
+	e.Outcome = outcomeOf(o, ok, err)
+	if obs := l.reg.cfg.Observer; obs != nil {
+		obs.AcquireEnd(ctx, e)
+	}
+	l.log(ctx, slog.LevelDebug, "dlock: acquire "+e.Outcome.String(), slog.String("key", keyText(l.key)),
+		slog.Int64("session", e.SessionID), slog.Duration("wait", e.Wait))
+}
+
+// outcomeOf classifies an acquire's result.
+func outcomeOf(o options, ok bool, err error) Outcome {
+	switch {
+	case ok:
+		return OutcomeGranted
+	case err == nil && o.wait == waitNone:
+		return OutcomeBusy
+	case err == nil, errors.Is(err, context.DeadlineExceeded):
+		return OutcomeTimedOut
+	case errors.Is(err, context.Canceled):
+		return OutcomeCanceled
+	}
+	return OutcomeFailed
+}
+
+// released tells the Observer and the Logger that a hold ended by a
+// release (or by the leak check), held since since (zero if untimed).
+func (l *Lock) released(ctx context.Context, since time.Time, err error) {
+	if since.IsZero() {
+		return
+	}
+	var e ReleaseEvent
+	e.Key, e.DBKey, e.Mode, e.SessionID = l.event()
+	e.Held, e.Err = time.Since(since), err
+	if obs := l.reg.cfg.Observer; obs != nil {
+		obs.Released(ctx, e)
+	}
+	l.log(ctx, slog.LevelDebug, "dlock: released", slog.String("key", keyText(l.key)),
+		slog.Int64("session", e.SessionID), slog.Duration("held", e.Held))
+}
+
+// reportLost tells the Observer and the Logger that a hold was found lost.
+// The caller must not hold l.stateMu.
+func (l *Lock) reportLost(why error, since time.Time) {
+	var e ReleaseEvent
+	e.Key, e.DBKey, e.Mode, e.SessionID = l.event()
+	if !since.IsZero() {
+		e.Held = time.Since(since)
+	}
+	e.Err = why
+	if obs := l.reg.cfg.Observer; obs != nil {
+		obs.Lost(e)
+	}
+	l.log(context.Background(), slog.LevelWarn, "dlock: lock lost", slog.String("key", keyText(l.key)),
+		slog.Int64("session", e.SessionID), slog.Duration("held", e.Held), slog.String("reason", why.Error()))
 }

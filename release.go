@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Release releases this Lock's hold. It blocks for one statement on the
@@ -52,15 +53,19 @@ func (l *Lock) Release(ctx context.Context) error {
 	stillHeld, err := l.release(ctx)
 
 	l.stateMu.Lock()
+	since := l.heldSince
 	if stillHeld && lost == nil {
 		l.state = stateHeld
 	} else {
-		l.state, l.lostErr = stateIdle, nil
+		l.state, l.lostErr, l.heldSince = stateIdle, nil, time.Time{}
 		l.endHoldStateLocked()
 	}
 	l.stateMu.Unlock()
 	if lost != nil {
 		return lost
+	}
+	if !stillHeld {
+		l.released(ctx, since, err)
 	}
 	return err
 }
@@ -106,7 +111,7 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 		return false, lost
 	}
 	why := fmt.Errorf("%w: release failed, so the session was discarded: %w", ErrLockLost, err)
-	s.discardLocked(l.handle, why)
+	l.discardLocked(why)
 	return false, why
 }
 
@@ -164,11 +169,11 @@ func (b *binding) failedLocked(err error) error {
 	switch b.classify(err) {
 	case failLost:
 		if errors.Is(err, ErrLockLost) {
-			b.sess.discardLocked(b.handle, err)
+			b.discardLocked(err)
 			return err
 		}
 		why := fmt.Errorf("%w: %w", ErrLockLost, err)
-		b.sess.discardLocked(b.handle, why)
+		b.discardLocked(why)
 		return why
 	case failPinClosed:
 		return errPinClosed

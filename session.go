@@ -27,6 +27,7 @@ type session struct {
 	sem    chan struct{} // the per-session mutex; ctx-aware
 	nextID atomic.Uint64 // Lock sequence numbers
 	pins   atomic.Uint64 // pin generations handed out
+	idSeen atomic.Int64  // id, for readers without the session mutex
 
 	// Guarded by sem.
 	overrun overrunGuard

@@ -40,7 +40,7 @@ import (
 //
 // opts may hold mode options ([Shared], [Xact]) and one wait option
 // ([NoWait], [Timeout]); the default is to wait until acquired or ctx ends.
-func WithLock(ctx context.Context, db *gorm.DB, key any, fn func(tx *gorm.DB) error, opts ...Option) error {
+func WithLock(ctx context.Context, db *gorm.DB, key any, fn func(tx *gorm.DB) error, opts ...Option) (err error) {
 	o, err := applyOptions("WithLock", true, true, opts)
 	if err != nil {
 		return err
@@ -51,6 +51,10 @@ func WithLock(ctx context.Context, db *gorm.DB, key any, fn func(tx *gorm.DB) er
 	reg, err := registered(db)
 	if err != nil {
 		return err
+	}
+	if obs := reg.cfg.Observer; obs != nil {
+		ctx = obs.WithLockStart(ctx, key)
+		defer func() { obs.WithLockEnd(ctx, err) }()
 	}
 	var by deadline
 	if o.wait == waitTimeout {
