@@ -1,14 +1,15 @@
 # Build and test tasks for github.com/gormdlock/dlock.
 #
-# The repository holds five Go modules: the library (root), the integration
-# tests (tests/), the examples (examples/), the benchmarks (bench/) and the
-# command-line tool (cmd/dlock/). `make test` is the canonical
+# The repository holds six Go modules: the library (root), the integration
+# tests (tests/), the examples (examples/), the benchmarks (bench/), the
+# command-line tool (cmd/dlock/) and the OpenTelemetry adapter (otel/).
+# `make test` is the canonical
 # test command; the integration tests need the databases described in
 # tests/db_test.go and skip a database that is not reachable.
 
 GO ?= go
 GOFMT ?= gofmt
-MODULES := . tests examples cmd/dlock
+MODULES := . tests examples cmd/dlock otel
 
 # The example programs in examples/, in the order `make examples` runs them.
 EXAMPLES := demo cron leader account pgxact python who
@@ -20,11 +21,11 @@ STATICCHECK_VERSION := v0.8.2
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-.PHONY: all test test-unit test-integration test-cli topology partition demo vet fmt-check fmt ci examples lint staticcheck stress bench
+.PHONY: all test test-unit test-integration test-cli test-otel topology partition demo vet fmt-check fmt ci examples lint staticcheck stress bench
 
 all: vet fmt-check test
 
-test: test-unit test-integration test-cli
+test: test-unit test-integration test-cli test-otel
 
 test-unit:
 	$(GO) test -race -count=1 ./...
@@ -52,6 +53,11 @@ partition:
 # The dlock command against the same databases (same DSN variables).
 test-cli:
 	cd cmd/dlock && $(GO) test -race -count=1 ./...
+
+# The OpenTelemetry adapter, with the SDK's in-memory exporters, against
+# the same databases (same DSN variables).
+test-otel:
+	cd otel && $(GO) test -race -count=1 ./...
 
 demo:
 	cd examples && $(GO) run ./demo
