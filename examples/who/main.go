@@ -7,6 +7,11 @@
 // `dlock who` prints) is read with Holders from a third pool: one session
 // holding, one waiting. Then report-1 releases, report-2 holds, and once
 // both are done nobody is left.
+//
+// The workers' pools report to OpenTelemetry through the otel module
+// (dlock.Plugin{Observer: dlockotel.New(...)}), into a ManualReader that
+// the example reads at the end: how long each worker waited, by outcome,
+// and how long each held the lock.
 package main
 
 import (
@@ -15,11 +20,16 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gormdlock/dlock"
 	"github.com/gormdlock/dlock/examples/internal/exampledb"
+	dlockotel "github.com/gormdlock/dlock/otel"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"gorm.io/gorm"
 )
 
@@ -33,10 +43,16 @@ func run(ctx context.Context, s *exampledb.Server) error {
 	if err != nil {
 		return err
 	}
+	// The metrics of both workers, kept in memory until read.
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer func() { _ = mp.Shutdown(context.Background()) }()
+	observer := dlockotel.New(dlockotel.WithMeterProvider(mp))
+
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, name := range []string{"report-1", "report-2"} {
-		db, err := s.Open(ctx)
+		db, err := s.OpenWith(ctx, dlock.Plugin{Observer: observer})
 		if err != nil {
 			return err
 		}
@@ -57,7 +73,7 @@ func run(ctx context.Context, s *exampledb.Server) error {
 		return err
 	}
 	show(ctx, s, operator, key, "after both are done")
-	return nil
+	return showMetrics(ctx, s, reader)
 }
 
 // work takes the lock on a session of db, holds it for holdFor, releases.
@@ -112,4 +128,51 @@ func show(ctx context.Context, s *exampledb.Server, db *gorm.DB, key, when strin
 		s.Printf("  session %d %s by %s from %s, %s since %s",
 			h.SessionID, state, h.User, h.ClientAddr, h.State, h.Since.Format(time.TimeOnly))
 	}
+}
+
+// showMetrics prints what the otel module recorded: each instrument's
+// data points, with their attributes.
+func showMetrics(ctx context.Context, s *exampledb.Server, reader *sdkmetric.ManualReader) error {
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		return err
+	}
+	s.Printf("metrics:")
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					s.Printf("  %s%s = %d", m.Name, labels(p.Attributes), p.Value)
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					s.Printf("  %s%s: %d, sum %.3f%s, max %.3f%s", m.Name, labels(p.Attributes),
+						p.Count, p.Sum, m.Unit, maxOf(p.Max), m.Unit)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// labels formats attributes as {k=v,...}, or nothing when there are none.
+func labels(set attribute.Set) string {
+	if set.Len() == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for i, kv := range set.ToSlice() {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString(string(kv.Key) + "=" + kv.Value.String())
+	}
+	return "{" + b.String() + "}"
+}
+
+// maxOf is a histogram's maximum, or 0 when it was not kept.
+func maxOf(e metricdata.Extrema[float64]) float64 {
+	v, _ := e.Value()
+	return v
 }

@@ -85,6 +85,11 @@ type Server struct {
 // would, and registers the dlock plugin on it: db.Use(dlock.Plugin{}).
 // The pool is closed when the example's function returns.
 func (s *Server) Open(ctx context.Context) (*gorm.DB, error) {
+	return s.OpenWith(ctx, dlock.Plugin{})
+}
+
+// OpenWith is Open with p registered instead of dlock.Plugin{}.
+func (s *Server) OpenWith(ctx context.Context, p dlock.Plugin) (*gorm.DB, error) {
 	dialector := postgres.Open(s.DSN)
 	if s.Dialect == MySQL {
 		dialector = mysql.Open(s.DSN)
@@ -100,7 +105,7 @@ func (s *Server) Open(ctx context.Context) (*gorm.DB, error) {
 	s.mu.Lock()
 	s.pools = append(s.pools, pool)
 	s.mu.Unlock()
-	if err := db.WithContext(ctx).Use(dlock.Plugin{}); err != nil {
+	if err := db.WithContext(ctx).Use(p); err != nil {
 		return nil, fmt.Errorf("register dlock: %w", err)
 	}
 	return db, nil
