@@ -110,6 +110,13 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 			return false, l.statementFailedLocked(err)
 		}
 	}
+	if !s.checked {
+		err := l.bounded(ctx, func(qctx context.Context) error { return l.backend.checkSession(qctx, l.handle) })
+		if err != nil {
+			return false, l.statementFailedLocked(err)
+		}
+		s.checked = true
+	}
 	if !s.setUp {
 		if err := l.setUpSessionLocked(ctx); err != nil {
 			return false, err

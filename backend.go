@@ -57,6 +57,10 @@ type backend interface {
 	// holding reports, for each hold, whether the server shows it held by
 	// its session, in one statement on a control connection of pool.
 	holding(ctx context.Context, pool *sql.DB, holds []watchedHold) ([]bool, error)
+	// checkSession refuses a session whose server cannot lock correctly
+	// (a PostgreSQL hot standby); dlock calls it before the session's
+	// first lock statement, and again until it passes.
+	checkSession(ctx context.Context, q querier) error
 	// setUp sets, once per physical session, what dlock wants of a session
 	// it locks on (PostgreSQL: server-side TCP keepalive); done reports
 	// whether it is done, or is to be tried again on a later call.

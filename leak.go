@@ -29,7 +29,7 @@ func (b *binding) readyLocked(ctx context.Context) error {
 		return errPinReused
 	}
 	s.pinGen = p.gen
-	if c, ok := b.handle.(*sql.Conn); ok && s.idRead {
+	if c, ok := b.handle.(*sql.Conn); ok && s.idRead && b.reg.server.checksPID() {
 		// The statements on this pin check the session's backend too.
 		verifiedPIDs.store(c, s.id)
 	}

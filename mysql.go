@@ -48,11 +48,16 @@ type mysqlStmts struct {
 }
 
 func (*mysqlBackend) stmtKey(dbKey any) any {
+	// The three strings share one allocation: the two statements, written
+	// one after the other, with the literal inside the first.
 	lit := mysqlLiteral(dbKey.(string))
+	const try0, try1, rel0, rel1 = "SELECT GET_LOCK(", ", 0)", "SELECT RELEASE_LOCK(", ")"
+	all := try0 + lit + try1 + rel0 + lit + rel1
+	tryEnd := len(try0) + len(lit) + len(try1)
 	return &mysqlStmts{
-		lit:     lit,
-		try:     "SELECT GET_LOCK(" + lit + ", 0)",
-		release: "SELECT RELEASE_LOCK(" + lit + ")",
+		lit:     all[len(try0) : len(try0)+len(lit)],
+		try:     all[:tryEnd],
+		release: all[tryEnd:],
 	}
 }
 
@@ -167,6 +172,10 @@ func (*mysqlBackend) holding(ctx context.Context, pool *sql.DB, holds []watchedH
 	}
 	return out, nil
 }
+
+// checkSession has nothing to check: a read-only server or a Galera node
+// is refused at db.Use (see topology.go).
+func (*mysqlBackend) checkSession(context.Context, querier) error { return nil }
 
 // setUp has nothing to set: MySQL and MariaDB have no per-session TCP
 // keepalive (see the README).

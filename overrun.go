@@ -48,7 +48,10 @@ func (b *binding) bounded(ctx context.Context, fn func(context.Context) error) e
 		return fn(qctx)
 	}
 	s.overrun.arm(b, s.id, b.statementBound(ctx))
-	err := fn(context.WithoutCancel(ctx))
+	if ctx.Done() != nil {
+		ctx = context.WithoutCancel(ctx)
+	}
+	err := fn(ctx)
 	if s.overrun.stop() {
 		return err
 	}

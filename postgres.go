@@ -123,9 +123,6 @@ const (
 // lock runs the lock statement: one try, an unbounded wait nothing can
 // cancel, or a watched wait (inside a savepoint when a transaction is open).
 func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o options, b waitBound, c *canceller) (bool, error) {
-	if err := pgCheckSession(ctx, q); err != nil {
-		return false, err
-	}
 	key := k // passed on boxed: no allocation per statement
 	switch {
 	case b.try:
@@ -318,6 +315,9 @@ func (pgBackend) holding(ctx context.Context, pool *sql.DB, holds []watchedHold)
 // user timeout in milliseconds.
 const pgKeepaliveSQL = "SELECT set_config('tcp_keepalives_idle', $1, false), set_config('tcp_keepalives_interval', $2, false)," +
 	" set_config('tcp_keepalives_count', '2', false), set_config('tcp_user_timeout', $3, false)"
+
+// checkSession refuses a session on a hot standby (see pgCheckSession).
+func (pgBackend) checkSession(ctx context.Context, q querier) error { return pgCheckSession(ctx, q) }
 
 // setUp sets the session's server-side TCP keepalive, outside a
 // transaction only, so that a failure cannot abort the user's.

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"io"
-	"net"
 	"reflect"
 	"sync/atomic"
 	"time"
@@ -34,6 +33,7 @@ type session struct {
 	id      int64  // server session id, 0 until probed
 	idRead  bool   // id was read with a query, not from the driver
 	setUp   bool   // the backend's setUp is done
+	checked bool   // the backend's checkSession passed
 	idle    string // the session's own idle timeout, while dlock raised it
 	raised  bool   // dlock raised the idle timeout (KeepIdleHolders)
 	dead    bool   // discarded or found gone: every hold is lost
@@ -103,25 +103,28 @@ func pinOf(c *sql.Conn) *pin {
 // or fresh state for c alone when c is closed or its driver connection
 // is not a pointer.
 func physicalSession(c *sql.Conn) *session {
-	var (
-		dc *byte
-		nc net.Conn
-	)
+	var s *session
 	_ = c.Raw(func(driverConn any) error {
-		if v := reflect.ValueOf(driverConn); v.Kind() == reflect.Pointer && !v.IsNil() {
-			dc = (*byte)(v.UnsafePointer()) // the object, not its type, is the key
-			nc = networkConn(driverConn)
+		v := reflect.ValueOf(driverConn)
+		if v.Kind() != reflect.Pointer || v.IsNil() {
+			return nil
 		}
+		dc := (*byte)(v.UnsafePointer()) // the object, not its type, is the key
+		if known, ok := driverSessions.load(dc); ok {
+			s = known
+			return nil
+		}
+		s = driverSessions.loadOrStore(dc, func() *session {
+			s := newSession()
+			s.overrun.netConn = networkConn(driverConn)
+			return s
+		})
 		return nil
 	})
-	if dc == nil {
+	if s == nil {
 		return newSession()
 	}
-	return driverSessions.loadOrStore(dc, func() *session {
-		s := newSession()
-		s.overrun.netConn = nc
-		return s
-	})
+	return s
 }
 
 // tryLock takes the session mutex if it is free.

@@ -93,33 +93,16 @@ func pgBackendPID(ctx context.Context, c *sql.Conn) (int64, error) {
 	return pid, nil
 }
 
-// Sessions found on a primary, which stays one until it restarts: a
-// standby can be promoted, a primary is never demoted in place.
-var (
-	primaryConns weakMap[sql.Conn, struct{}]
-	primaryTxs   weakMap[sql.Tx, struct{}]
-)
-
 // pgCheckSession refuses a session on a hot standby. With pgx it reads the
 // in_hot_standby parameter the server reports (PostgreSQL 14 and later),
 // which costs no round trip; otherwise, and to confirm a standby (the
 // reported value is stale after a promotion until the session's next
-// statement), it asks pg_is_in_recovery(). A session found on a primary
-// is not asked again.
+// statement), it asks pg_is_in_recovery(). dlock asks it once per session
+// until the session is found on a primary, which stays one until it
+// restarts: a standby can be promoted, a primary is never demoted in place.
 func pgCheckSession(ctx context.Context, q querier) error {
-	c, isConn := q.(*sql.Conn)
-	t, isTx := q.(*sql.Tx)
-	switch {
-	case isConn:
-		if _, ok := primaryConns.load(c); ok {
-			return nil
-		}
+	if c, ok := q.(*sql.Conn); ok {
 		if v, ok := pgxParameterStatus(c, "in_hot_standby"); ok && v == "off" {
-			primaryConns.store(c, struct{}{})
-			return nil
-		}
-	case isTx:
-		if _, ok := primaryTxs.load(t); ok {
 			return nil
 		}
 	}
@@ -129,12 +112,6 @@ func pgCheckSession(ctx context.Context, q querier) error {
 	}
 	if recovering {
 		return errStandby
-	}
-	switch {
-	case isConn:
-		primaryConns.store(c, struct{}{})
-	case isTx:
-		primaryTxs.store(t, struct{}{})
 	}
 	return nil
 }

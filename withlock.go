@@ -60,8 +60,8 @@ func WithLock(ctx context.Context, db *gorm.DB, key any, fn func(tx *gorm.DB) er
 	if o.wait == waitTimeout {
 		by = deadline{at: time.Now().Add(o.timeout), timeout: o.timeout}
 	}
-	run := func(ctx context.Context, tx *gorm.DB) error {
-		return lockAndRun(ctx, tx, key, fn, o, by)
+	run := func(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc) error {
+		return lockAndRun(ctx, tx, lost, key, fn, o, by)
 	}
 	if o.xact {
 		return withTransaction(ctx, db, reg, by, run)
@@ -76,7 +76,7 @@ type deadline struct {
 }
 
 // lockAndRun acquires key on tx's session, runs fn and releases.
-func lockAndRun(ctx context.Context, tx *gorm.DB, key any, fn func(tx *gorm.DB) error, o options, by deadline) error {
+func lockAndRun(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc, key any, fn func(tx *gorm.DB) error, o options, by deadline) error {
 	l, err := newLock(tx, key, options{shared: o.shared, xact: o.xact})
 	if err != nil {
 		return err
@@ -100,11 +100,8 @@ func lockAndRun(ctx context.Context, tx *gorm.DB, key any, fn func(tx *gorm.DB) 
 	}
 	// fn's context ends when the lock is found lost, with the reason as
 	// its cause.
-	fnCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	l.notifyLost(cancel)
-	tx = tx.WithContext(fnCtx)
-	return runThen(func() error { return fn(tx) }, func() error { return l.Close(context.WithoutCancel(ctx)) })
+	l.notifyLost(lost)
+	return runThen(func() error { return fn(tx) }, func() error { return l.Close(quiet(ctx)) })
 }
 
 // Connection is db.Connection that cleans up after fn: every session lock
@@ -126,14 +123,14 @@ func Connection(ctx context.Context, db *gorm.DB, fn func(tx *gorm.DB) error) er
 		// No dlock Lock can be made on it: plain db.Connection.
 		return db.WithContext(ctx).Connection(fn)
 	}
-	return connection(ctx, db, reg, deadline{}, func(_ context.Context, tx *gorm.DB) error { return fn(tx) })
+	return connection(ctx, db, reg, deadline{}, func(_ context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error { return fn(tx) })
 }
 
 // connection runs fn on a pinned session (see pinSession) and releases
 // the locks fn leaves on it. fn's ctx carries the session for nested
 // calls.
-func connection(ctx context.Context, db *gorm.DB, reg registration, by deadline, fn func(context.Context, *gorm.DB) error) error {
-	tx, conn, owned, err := pinSession(ctx, db, reg, by)
+func connection(ctx context.Context, db *gorm.DB, reg registration, by deadline, fn sessionFunc) error {
+	base, conn, owned, err := pinSession(ctx, db, reg, by)
 	if err != nil {
 		return err
 	}
@@ -142,20 +139,32 @@ func connection(ctx context.Context, db *gorm.DB, reg registration, by deadline,
 	}
 	p := pinOf(conn)
 	since := p.sess.nextID.Load()
-	ctx = context.WithValue(ctx, outerKey{}, &outerSession{pool: reg.pool, tx: tx, conn: conn})
-	tx = tx.WithContext(ctx)
-	return runThen(func() error { return fn(ctx, tx) },
-		func() error { return releaseLeaked(context.WithoutCancel(ctx), tx, conn, p, since) })
+	outer := &outerSession{pool: reg.pool, conn: conn}
+	ctx, lost := context.WithCancelCause(context.WithValue(ctx, outerKey{}, outer))
+	defer lost(nil)
+	tx := base.WithContext(ctx) // the one Session fn and dlock's calls share
+	tx.Statement.ConnPool = conn
+	outer.tx = tx
+	return runThen(func() error { return fn(ctx, tx, lost) },
+		func() error { return releaseLeaked(quiet(ctx), tx, conn, p, since) })
 }
+
+// sessionFunc is what connection and withTransaction run: fn with its
+// context and tx, and the function that ends that context when a lock is
+// found lost.
+type sessionFunc func(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc) error
 
 // withTransaction runs fn inside a transaction: a savepoint when db, or
 // the outer session of ctx, is already in one; else a transaction on the
 // session connection pins.
-func withTransaction(ctx context.Context, db *gorm.DB, reg registration, by deadline, fn func(context.Context, *gorm.DB) error) error {
+func withTransaction(ctx context.Context, db *gorm.DB, reg registration, by deadline, fn sessionFunc) error {
 	inTx := func(ctx context.Context, tx *gorm.DB) error {
 		return tx.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			ctx := context.WithValue(ctx, outerKey{}, &outerSession{pool: reg.pool, tx: tx})
-			return fn(ctx, tx.WithContext(ctx))
+			outer := &outerSession{pool: reg.pool}
+			ctx, lost := context.WithCancelCause(context.WithValue(ctx, outerKey{}, outer))
+			defer lost(nil)
+			outer.tx = tx.WithContext(ctx)
+			return fn(ctx, outer.tx, lost)
 		})
 	}
 	if isTransaction(db) {
@@ -166,7 +175,7 @@ func withTransaction(ctx context.Context, db *gorm.DB, reg registration, by dead
 			return inTx(ctx, outer.tx)
 		}
 	}
-	return connection(ctx, db, reg, by, func(ctx context.Context, tx *gorm.DB) error {
+	return connection(ctx, db, reg, by, func(ctx context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error {
 		if c, ok := tx.Statement.ConnPool.(*sql.Conn); ok {
 			if st, known := pgxTxStatus(c); known && st != 'I' {
 				return fmt.Errorf("%w: Xact: a transaction is already open on this session; pass its tx to WithLock", ErrNotPinned)
@@ -203,11 +212,12 @@ func outerOf(ctx context.Context, pool *sql.DB) *outerSession {
 	return nil
 }
 
-// pinSession finds the session a call runs on: db's own when db is the tx
-// of a db.Connection; the outer session when ctx descends from fn of an
-// outer call on the same pool; else a new session from the pool, waited
-// for until ctx ends or by, which the caller must close (owned).
-func pinSession(ctx context.Context, db *gorm.DB, reg registration, by deadline) (tx *gorm.DB, conn *sql.Conn, owned bool, err error) {
+// pinSession finds the session a call runs on, and the *gorm.DB to derive
+// its tx from: db's own session when db is the tx of a db.Connection; the
+// outer session when ctx descends from fn of an outer call on the same
+// pool; else a new session from the pool, waited for until ctx ends or
+// by, which the caller must close (owned).
+func pinSession(ctx context.Context, db *gorm.DB, reg registration, by deadline) (base *gorm.DB, conn *sql.Conn, owned bool, err error) {
 	if c, ok := db.Statement.ConnPool.(*sql.Conn); ok {
 		return db, c, false, nil
 	}
@@ -226,15 +236,22 @@ func pinSession(ctx context.Context, db *gorm.DB, reg registration, by deadline)
 	conn, err = reg.pool.Conn(pctx)
 	switch {
 	case err == nil:
-		tx = db.WithContext(ctx)
-		tx.Statement.ConnPool = conn
-		return tx, conn, true, nil
+		return db, conn, true, nil
 	case ctx.Err() != nil:
 		return nil, nil, false, fmt.Errorf("%w: no session from the pool: %w", ErrNotAcquired, ctx.Err())
 	case pctx.Err() != nil:
 		return nil, nil, false, fmt.Errorf("%w within %v: no session from the pool", ErrNotAcquired, by.timeout)
 	}
 	return nil, nil, false, fmt.Errorf("%w: no session from the pool: %w", ErrNotAcquired, err)
+}
+
+// quiet returns ctx without its cancellation, for the statements that
+// must run when ctx has ended: releases.
+func quiet(ctx context.Context) context.Context {
+	if ctx.Done() == nil {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
 }
 
 // runThen runs fn, then cleanup, even if fn panics or exits the

@@ -1,0 +1,103 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gormdlock/dlock"
+	"gorm.io/gorm"
+)
+
+// BenchmarkWithLockPaired alternates, cycle by cycle on the same pool,
+// dlock.WithLock (fn empty) and the same work written by hand: a session
+// from the pool with db.Conn(ctx), the try-lock statement, the unlock
+// statement and conn.Close(), all with the caller's cancellable context,
+// as a request handler would. It reports the median cycle of each series
+// and the ratio of the medians (withlock/hand).
+func BenchmarkWithLockPaired(b *testing.B) {
+	forEachServer(b, func(b *testing.B, s *server) {
+		p := s.pool(b)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		k := newKey(lockName("withlock", "paired"))
+		series := []func() error{
+			func() error { return dlock.WithLock(ctx, p.gdb, k.name, func(*gorm.DB) error { return nil }) },
+			func() error { return handWritten(ctx, p, k) },
+		}
+		for _, f := range series { // warm the pool and dlock's session state
+			if err := f(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		times := make([][]time.Duration, len(series))
+		for b.Loop() {
+			for j, f := range series {
+				t0 := time.Now()
+				if err := f(); err != nil {
+					b.Fatal(err)
+				}
+				times[j] = append(times[j], time.Since(t0))
+			}
+		}
+		med := make([]float64, len(series))
+		for j, name := range []string{"withlock", "hand"} {
+			slices.Sort(times[j])
+			med[j] = float64(percentile(times[j], 50))
+			b.ReportMetric(med[j], name+"-ns/cycle")
+		}
+		b.ReportMetric(med[0]/med[1], "withlock/hand")
+	})
+}
+
+// BenchmarkWithLockAllocs reports the allocations of one cycle of each
+// series of BenchmarkWithLockPaired, run apart (allocations do not depend
+// on the load, so they need no pairing).
+func BenchmarkWithLockAllocs(b *testing.B) {
+	forEachServer(b, func(b *testing.B, s *server) {
+		p := s.pool(b)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		k := newKey(lockName("withlock", "allocs"))
+		b.Run("series=withlock", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := dlock.WithLock(ctx, p.gdb, k.name, func(*gorm.DB) error { return nil }); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("series=hand", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := handWritten(ctx, p, k); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+// handWritten is the cycle of BenchmarkWithLockPaired's "hand" series.
+func handWritten(ctx context.Context, p *pool, k key) error {
+	conn, err := p.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close() }()
+	lock, unlock, arg := "SELECT GET_LOCK(?, 0)", "SELECT RELEASE_LOCK(?)", any(k.name)
+	if p.srv.dialect != "mysql" {
+		lock, unlock, arg = "SELECT pg_try_advisory_lock($1)", "SELECT pg_advisory_unlock($1)", k.pg
+	}
+	var got sql.NullBool
+	if err := conn.QueryRowContext(ctx, lock, arg).Scan(&got); err != nil {
+		return err
+	}
+	if !got.Bool {
+		return errors.New("hand: busy")
+	}
+	return conn.QueryRowContext(ctx, unlock, arg).Scan(&got)
+}
