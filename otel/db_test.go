@@ -232,3 +232,32 @@ func TestLost(t *testing.T) {
 		}
 	})
 }
+
+// dlock.hold.duration runs from the grant, not from the start of the
+// acquire: a waiter that waited about 400 ms and then held the lock
+// briefly records a hold far shorter than its wait.
+func TestHoldExcludesWait(t *testing.T) {
+	eachServer(t, func(t *testing.T, s server) {
+		key := uniqueKey(t)
+		holder, _ := pinnedLock(t, s, openDB(t, s, nil), key)
+		if ok, err := holder.Acquire(context.Background(), dlock.NoWait()); !ok || err != nil {
+			t.Fatalf("holder: Acquire() = %v, %v; want true, nil", ok, err)
+		}
+		time.AfterFunc(400*time.Millisecond, func() { _ = holder.Release(context.Background()) })
+		o := newSDK(t)
+		l, _ := pinnedLock(t, s, openDB(t, s, o.observer()), key)
+		if ok, err := l.Acquire(context.Background(), dlock.Timeout(10*time.Second)); !ok || err != nil {
+			t.Fatalf("Acquire() = %v, %v; want true, nil", ok, err)
+		}
+		if err := l.Release(context.Background()); err != nil {
+			t.Fatalf("Release() = %v", err)
+		}
+		rm := o.collect(t)
+		_, wait := countOf(rm, MetricAcquireWait, AttrOutcome.String("granted"))
+		n, held := countOf(rm, MetricHoldDuration)
+		if n != 1 || held >= wait {
+			t.Fatalf("%s = count %d, sum %.3fs; want 1 hold shorter than the %.3fs wait before it",
+				MetricHoldDuration, n, held, wait)
+		}
+	})
+}
