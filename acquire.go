@@ -82,7 +82,10 @@ func (l *Lock) acquireWith(ctx context.Context, o options) (bool, error) {
 	l.stateMu.Lock()
 	l.state, l.lostErr, l.heldSince = stateIdle, nil, time.Time{}
 	if ok {
-		l.state, l.heldSince = stateHeld, start
+		l.state = stateHeld
+		if !start.IsZero() {
+			l.heldSince = time.Now() // the grant, not the start of the wait
+		}
 	}
 	l.stateMu.Unlock()
 	if !start.IsZero() {

@@ -183,17 +183,17 @@ func (b *testDB) viaProxy(t testing.TB) (*testDB, *cutProxy) {
 }
 
 // returnsWithin runs call and fails the test unless it returns within d.
-func returnsWithin(t *testing.T, what string, d time.Duration, call func() error) (error, time.Duration) {
+func returnsWithin(t *testing.T, what string, d time.Duration, call func() error) (time.Duration, error) {
 	t.Helper()
 	start := time.Now()
 	done := make(chan error, 1)
 	go func() { done <- call() }()
 	select {
 	case err := <-done:
-		return err, time.Since(start)
+		return time.Since(start), err
 	case <-time.After(d):
 		t.Fatalf("%s did not return within %v of a network cut", what, d)
-		return nil, 0
+		return 0, nil
 	}
 }
 
@@ -223,7 +223,7 @@ func TestNetworkCutBoundsRelease(t *testing.T) {
 		const bound = time.Second
 		l, _, p, _ := cutHolder(t, b, b.UniqueKey(t), bound)
 		p.freeze()
-		err, took := returnsWithin(t, "Release", bound+3*time.Second, func() error { return l.Release(context.Background()) })
+		took, err := returnsWithin(t, "Release", bound+3*time.Second, func() error { return l.Release(context.Background()) })
 		if !errors.Is(err, dlock.ErrLockLost) {
 			t.Fatalf("Release() under a cut = %v, want ErrLockLost", err)
 		}
@@ -234,7 +234,7 @@ func TestNetworkCutBoundsRelease(t *testing.T) {
 			t.Fatalf("Acquired() = true after Release() = %v", err)
 		}
 		// Close after that: nothing more to say, and no wait.
-		if err, _ := returnsWithin(t, "Close", time.Second, func() error { return l.Close(context.Background()) }); err != nil {
+		if _, err := returnsWithin(t, "Close", time.Second, func() error { return l.Close(context.Background()) }); err != nil {
 			t.Fatalf("Close() after a failed Release = %v, want nil", err)
 		}
 	})
@@ -247,7 +247,7 @@ func TestNetworkCutBoundsHeld(t *testing.T) {
 		l, _, p, _ := cutHolder(t, b, b.UniqueKey(t), bound)
 		p.freeze()
 		var held bool
-		err, took := returnsWithin(t, "Held", bound+3*time.Second, func() error {
+		took, err := returnsWithin(t, "Held", bound+3*time.Second, func() error {
 			var err error
 			held, err = l.Held(context.Background())
 			return err
@@ -291,7 +291,7 @@ func TestNetworkCutBoundsAcquire(t *testing.T) {
 		const timeout = 2 * time.Second
 		var ok bool
 		time.AfterFunc(300*time.Millisecond, p.freeze) // the wait has begun
-		err, took := returnsWithin(t, "Acquire", timeout+4*time.Second, func() error {
+		took, err := returnsWithin(t, "Acquire", timeout+4*time.Second, func() error {
 			var err error
 			ok, err = l.Acquire(context.Background(), dlock.Timeout(timeout))
 			return err
@@ -315,7 +315,7 @@ func TestNetworkCutDiscardsSession(t *testing.T) {
 		l, id, p, db := cutHolder(t, b, b.UniqueKey(t), bound)
 		sqlDB, _ := db.DB()
 		p.freeze()
-		if err, _ := returnsWithin(t, "Release", bound+3*time.Second, func() error { return l.Release(context.Background()) }); !errors.Is(err, dlock.ErrLockLost) {
+		if _, err := returnsWithin(t, "Release", bound+3*time.Second, func() error { return l.Release(context.Background()) }); !errors.Is(err, dlock.ErrLockLost) {
 			t.Fatalf("Release() under a cut = %v, want ErrLockLost", err)
 		}
 		if c, ok := l.DB().Statement.ConnPool.(*sql.Conn); ok {

@@ -95,24 +95,6 @@ func (r *recorder) logged(level slog.Level, msg string) bool {
 	return false
 }
 
-// waitEvent waits until the recorder has seen event ev.
-func (r *recorder) waitEvent(t *testing.T, ev string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		r.mu.Lock()
-		for _, e := range r.events {
-			if e == ev {
-				r.mu.Unlock()
-				return
-			}
-		}
-		r.mu.Unlock()
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no %q event within 5s; events: %v", ev, r.take())
-}
-
 func TestObserverAndLogger(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		rec := &recorder{level: slog.LevelDebug}
