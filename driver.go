@@ -56,15 +56,47 @@ func callChain(v reflect.Value, methods ...string) (reflect.Value, bool) {
 	return v, v.IsValid() && !(v.Kind() == reflect.Interface && v.IsNil())
 }
 
-// pgxTxStatus asks pgx's stdlib connection for the protocol's transaction
-// status ('I' idle, 'T' in a transaction, 'E' failed) without importing
-// pgx: (*stdlib.Conn).Conn().PgConn().TxStatus().
-func pgxTxStatus(c *sql.Conn) (status byte, known bool) {
-	v, ok := pgxCall(c, "TxStatus")
-	if ok && v.Kind() == reflect.Uint8 {
-		return byte(v.Uint()), true
+// pgConnView is the part of pgx's *pgconn.PgConn that dlock reads,
+// named without importing pgx.
+type pgConnView interface {
+	TxStatus() byte
+	PID() uint32
+}
+
+// pgConnOf returns the *pgconn.PgConn behind a pgx stdlib connection
+// (Conn().PgConn()), or nil for other drivers. It is found by reflection
+// once per physical session: see pgViewOf.
+func pgConnOf(dc any) pgConnView {
+	pg, ok := callChain(reflect.ValueOf(dc), "Conn", "PgConn")
+	if !ok || !pg.CanInterface() {
+		return nil
 	}
-	return 0, false
+	v, _ := pg.Interface().(pgConnView)
+	return v
+}
+
+// pgViewOf returns the PgConn behind a driver connection: the one kept in
+// dlock's state of that physical session, else found anew.
+func pgViewOf(dc any) pgConnView {
+	if v := reflect.ValueOf(dc); v.Kind() == reflect.Pointer && !v.IsNil() {
+		if s, ok := driverSessions.load((*byte)(v.UnsafePointer())); ok {
+			return s.pg
+		}
+	}
+	return pgConnOf(dc)
+}
+
+// pgxTxStatus asks pgx for the protocol's transaction status of the
+// session c pins ('I' idle, 'T' in a transaction, 'E' failed), without a
+// round trip. known is false for other drivers.
+func pgxTxStatus(c *sql.Conn) (status byte, known bool) {
+	_ = c.Raw(func(dc any) error {
+		if v := pgViewOf(dc); v != nil {
+			status, known = v.TxStatus(), true
+		}
+		return nil
+	})
+	return status, known
 }
 
 // driverSessionID returns the server's id of the session when the driver
