@@ -15,7 +15,7 @@ import (
 // checks the topology behind a pool once in Plugin.Initialize, and the
 // server behind each PostgreSQL session before its first lock; what it
 // cannot lock on is refused with an error wrapping ErrUnsupportedDialect.
-// The README's "Supported topologies" table lists each case.
+// The README's "Supported versions and topologies" table lists each case.
 
 // errStandby refuses a lock on a PostgreSQL hot standby.
 var errStandby = fmt.Errorf("%w: the PostgreSQL server is a hot standby (in recovery), whose advisory locks exclude nobody on the primary; connect to the primary", ErrUnsupportedDialect)

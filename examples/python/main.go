@@ -16,7 +16,7 @@
 //   - releases it with dlock, and sends the same statement again, which
 //     now gets the lock (and releases it).
 //
-// The Python side is in README.md; this program stands in for it, so that
+// The Python side is in examples/README.md; this program stands in for it, so that
 // it runs without Python.
 //
 // Run it with `make examples`, or `go run ./python` in examples/.

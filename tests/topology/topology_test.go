@@ -1,6 +1,5 @@
-// Package topology tests dlock on the production topologies of DESIGN.md
-// §8 rule 1 — PgBouncer in session and in transaction pooling, a
-// PostgreSQL streaming hot standby, a Galera node, a read-only MariaDB —
+// Package topology tests dlock on the production topologies: PgBouncer
+// in session and in transaction pooling, a PostgreSQL streaming hot standby, a Galera node, a read-only MariaDB —
 // each started by the tests themselves (see servers_test.go). Run them
 // with make topology.
 package topology
@@ -175,17 +174,6 @@ func waitSleeping(t *testing.T, obs *sql.DB, pid int64) {
 // want and naming every word in words.
 func refused(t *testing.T, what string, err error, want []error, words ...string) {
 	t.Helper()
-	refusedLines(t, what, err, want, words...)
-	if msg := err.Error(); strings.Contains(msg, "\n") {
-		t.Fatalf("%s = %q, want one line", what, msg)
-	}
-}
-
-// refusedLines is refused for the errors of the lock calls, which still
-// join their parts with newlines (DESIGN.md §8 rule 4 is being done on
-// main).
-func refusedLines(t *testing.T, what string, err error, want []error, words ...string) {
-	t.Helper()
 	if err == nil {
 		t.Fatalf("%s = nil, want an error matching %v", what, want)
 	}
@@ -199,6 +187,9 @@ func refusedLines(t *testing.T, what string, err error, want []error, words ...s
 		if !strings.Contains(msg, w) {
 			t.Fatalf("%s = %q, want it to name %q", what, msg, w)
 		}
+	}
+	if strings.Contains(msg, "\n") {
+		t.Fatalf("%s = %q, want one line", what, msg)
 	}
 }
 
@@ -406,9 +397,9 @@ func TestHotStandby(t *testing.T) {
 	if ok {
 		t.Fatalf("Acquire() on the standby = true, %v while the primary holds %q", err, key)
 	}
-	refusedLines(t, "Acquire() on the standby", err, []error{dlock.ErrNotAcquired, dlock.ErrUnsupportedDialect}, "standby")
+	refused(t, "Acquire() on the standby", err, []error{dlock.ErrNotAcquired, dlock.ErrUnsupportedDialect}, "standby")
 	err = dlock.WithLock(context.Background(), standby, uniqueKey(t), func(*gorm.DB) error { return nil })
-	refusedLines(t, "WithLock() on the standby", err, []error{dlock.ErrNotAcquired, dlock.ErrUnsupportedDialect}, "standby")
+	refused(t, "WithLock() on the standby", err, []error{dlock.ErrNotAcquired, dlock.ErrUnsupportedDialect}, "standby")
 
 	// Promote the standby while its pool and the session above are open.
 	sdb, err := standby.DB()

@@ -1,7 +1,7 @@
 // Command benchtab runs the benchmarks of github.com/gormdlock/dlock/bench,
 // interleaved, and prints one markdown table per database with every
 // figure beside its ratio to the hand-written SQL, the speed targets of
-// DESIGN.md "Speed" with their verdicts, and the growth tables. It writes
+// the speed targets (bench/README.md) with their verdicts, and the growth tables. It writes
 // into its output folder (default results/ in the bench module):
 //
 //	results.txt    every benchmark line of the run, for benchstat

@@ -247,7 +247,7 @@ func verdict(ok bool) string {
 }
 
 func writeTargets(w io.Writer, r *results, dbs []string) {
-	fmt.Fprintln(w, "### Targets (DESIGN.md, Speed)")
+	fmt.Fprintln(w, "### Targets")
 	fmt.Fprintln(w)
 	head := "| target |"
 	sep := "|---|"
