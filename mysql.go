@@ -45,6 +45,7 @@ type mysqlStmts struct {
 	lit     string // the name as a hex literal
 	try     string // SELECT GET_LOCK(lit, 0)
 	release string // SELECT RELEASE_LOCK(lit)
+	forever string // the wait with no bound, built at its first use
 }
 
 func (*mysqlBackend) stmtKey(dbKey any) any {
@@ -100,9 +101,20 @@ func (b *mysqlBackend) mysqlSeconds(bd waitBound) string {
 
 // lockSQL returns the acquire statement for the name and bound.
 func (b *mysqlBackend) lockSQL(k *mysqlStmts, bd waitBound) string {
-	if bd.try {
+	switch {
+	case bd.try:
 		return k.try
+	case bd.wait > 0 && bd.wait <= mysqlForever:
+		return b.waitSQL(k, bd)
+	case k.forever == "":
+		// A Lock runs one Acquire at a time: no other writer.
+		k.forever = b.waitSQL(k, bd)
 	}
+	return k.forever
+}
+
+// waitSQL builds the waiting statement for the name and bound.
+func (b *mysqlBackend) waitSQL(k *mysqlStmts, bd waitBound) string {
 	call := "GET_LOCK(" + k.lit + ", " + b.mysqlSeconds(bd) + ")"
 	switch {
 	case b.mariadb:
