@@ -49,6 +49,8 @@ var groups = []group{
 	{"^BenchmarkProbe$", "100x", "1"},
 	{"^BenchmarkUncontended$", "0.3s", "2"},
 	{"^BenchmarkPaired$", "0.5s", "2"},
+	{"^BenchmarkWithLockPaired$", "3000x", "1"},
+	{"^BenchmarkWithLockAllocs$", "1000x", "1"},
 	{"^BenchmarkHandoff$", "100x", "1"},
 	{"^BenchmarkContention$", "0.4s", "1"},
 	{"^BenchmarkHeldKeys$", "0.3s", "1"},

@@ -301,6 +301,33 @@ func writeTargets(w io.Writer, r *results, dbs []string) {
 		}
 		return fmt.Sprintf("%.3f", v), v >= 1.995 && v <= 2.005
 	})
+	row("`WithLock` on the pool within 10 % of the same cycle written by hand (`db.Conn`, try, unlock, `Close`; interleaved)", func(db string) (string, bool) {
+		v, ok := r.get("WithLockPaired/db="+db, "withlock/hand")
+		if !ok {
+			return "—", false
+		}
+		return fmt.Sprintf("%.2f×", v), v <= 1.10
+	})
+	row("`WithLock` allocates at most 20 more objects than the hand-written cycle", func(db string) (string, bool) {
+		w, ok := r.get("WithLockAllocs/db="+db+"/series=withlock", "allocs/op")
+		h, ok2 := r.get("WithLockAllocs/db="+db+"/series=hand", "allocs/op")
+		if !ok || !ok2 {
+			return "—", false
+		}
+		return fmt.Sprintf("%.0f (hand %.0f)", w, h), w-h <= 20
+	})
+	contention := func(n string) func(db string) (string, bool) {
+		return func(db string) (string, bool) {
+			d, ok := r.get("Contention/db="+db+"/sessions="+n+"/impl=dlock", "cycles/s")
+			raw, ok2 := r.get("Contention/db="+db+"/sessions="+n+"/impl=rawctx", "cycles/s")
+			if !ok || !ok2 {
+				return "—", false
+			}
+			return fmt.Sprintf("%.2f×", d/raw), d/raw >= 0.95
+		}
+	}
+	row("throughput with 4 sessions on one key, against raw SQL with the caller's context", contention("4"))
+	row("the same with 16 sessions", contention("16"))
 	handoff := func(mode string) func(db string) (string, bool) {
 		return func(db string) (string, bool) {
 			p50, ok := r.get("Handoff/db="+db+"/mode="+mode+"/impl=dlock", "p50-ns")

@@ -1,0 +1,53 @@
+package dlock
+
+import (
+	"errors"
+	"testing"
+)
+
+// pgError has the shape of pgconn.PgError.
+type pgError struct{ Code string }
+
+func (e *pgError) Error() string    { return "ERROR (SQLSTATE " + e.Code + ")" }
+func (e *pgError) SQLState() string { return e.Code }
+
+func TestPgClassify(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want failure
+	}{
+		{&pgError{"55P03"}, failTimeout},
+		{&pgError{"57014"}, failInterrupted},
+		{&pgError{"40P01"}, failDeadlock},
+		{&pgError{"25P02"}, failTxAborted},
+		{&pgError{"57P01"}, failLost},
+		{&pgError{"57P02"}, failLost},
+		{&pgError{"57P03"}, failLost},
+		{&pgError{"57P05"}, failLost},
+		{&pgError{"08006"}, failLost},
+		{errors.New("conn closed"), failLost},
+		{&pgError{"42883"}, failOther},
+	} {
+		if got := (pgBackend{}).classify(tt.err); got != tt.want {
+			t.Errorf("classify(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestPgFunc(t *testing.T) {
+	for _, tt := range []struct {
+		prefix, action string
+		o              options
+		want           string
+	}{
+		{"", "lock", options{}, "pg_advisory_lock($1)"},
+		{"try_", "lock", options{shared: true}, "pg_try_advisory_lock_shared($1)"},
+		{"", "lock", options{xact: true, shared: true}, "pg_advisory_xact_lock_shared($1)"},
+		{"try_", "lock", options{xact: true}, "pg_try_advisory_xact_lock($1)"},
+		{"", "unlock", options{shared: true}, "pg_advisory_unlock_shared($1)"},
+	} {
+		if got := pgFunc(tt.prefix, tt.action, tt.o); got != tt.want {
+			t.Errorf("pgFunc(%q, %q, %+v) = %q, want %q", tt.prefix, tt.action, tt.o, got, tt.want)
+		}
+	}
+}
