@@ -51,6 +51,7 @@ var groups = []group{
 	{"^BenchmarkPaired$", "0.5s", "2"},
 	{"^BenchmarkWithLockPaired$", "3000x", "1"},
 	{"^BenchmarkWithLockAllocs$", "1000x", "1"},
+	{"^BenchmarkContentionPaired$", "15x", "1"},
 	{"^BenchmarkHandoff$", "100x", "1"},
 	{"^BenchmarkContention$", "0.4s", "1"},
 	{"^BenchmarkHeldKeys$", "0.3s", "1"},

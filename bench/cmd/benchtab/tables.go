@@ -318,15 +318,14 @@ func writeTargets(w io.Writer, r *results, dbs []string) {
 	})
 	contention := func(n string) func(db string) (string, bool) {
 		return func(db string) (string, bool) {
-			d, ok := r.get("Contention/db="+db+"/sessions="+n+"/impl=dlock", "cycles/s")
-			raw, ok2 := r.get("Contention/db="+db+"/sessions="+n+"/impl=rawctx", "cycles/s")
-			if !ok || !ok2 {
+			v, ok := r.get("ContentionPaired/db="+db+"/sessions="+n, "dlock/rawctx")
+			if !ok {
 				return "—", false
 			}
-			return fmt.Sprintf("%.2f×", d/raw), d/raw >= 0.95
+			return fmt.Sprintf("%.2f×", v), v >= 0.95
 		}
 	}
-	row("throughput with 4 sessions on one key, against raw SQL with the caller's context", contention("4"))
+	row("throughput with 4 sessions on one key, against raw SQL with the caller's context (alternating blocks)", contention("4"))
 	row("the same with 16 sessions", contention("16"))
 	handoff := func(mode string) func(db string) (string, bool) {
 		return func(db string) (string, bool) {
