@@ -91,8 +91,10 @@ func (Plugin) Name() string { return pluginName }
 // PostgreSQL it compares two sessions pinned at once, to refuse a pooler
 // in transaction pooling and to learn whether the driver's session id is
 // the backend's pid; on MySQL and MariaDB it refuses Galera nodes
-// (@@wsrep_on), read-only servers, TiDB and Vitess. Its statements run
-// with db's context; it leaves db unchanged when it fails.
+// (@@wsrep_on), read-only servers, TiDB and Vitess. When
+// gorm.io/plugin/dbresolver is registered already, it adds callbacks that
+// keep the statements of a pinned session on it (see keptconn.go). Its
+// statements run with db's context; it leaves db unchanged when it fails.
 func (p Plugin) Initialize(db *gorm.DB) error {
 	if p.ReleaseTimeout < 0 {
 		return fmt.Errorf("%w: Plugin.ReleaseTimeout is negative", ErrInvalidOption)
@@ -129,6 +131,9 @@ func (p Plugin) Initialize(db *gorm.DB) error {
 			return err
 		}
 		s.backend = pgBackend{}
+	}
+	if err := registerKeepSession(db); err != nil {
+		return err
 	}
 	cfg := p.withDefaults()
 	s.monitor = newMonitor(pool, s.backend, cfg)
