@@ -6,12 +6,12 @@ import (
 	"testing"
 )
 
-// TestReadmePrometheus keeps the README's Prometheus snippet (under
+// TestReadmePrometheus keeps the Prometheus snippet of this module's README (under
 // "### Metrics, traces and logs") and the compiled Example_prometheus in
 // step: every line of the example's body appears, in order, in the
 // snippet.
 func TestReadmePrometheus(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
