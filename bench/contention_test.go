@@ -1,12 +1,8 @@
 package bench
 
 import (
-	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -60,46 +56,10 @@ func runConcurrently(b *testing.B, p *pool, ws []worker) {
 			w.done()
 		}
 	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var (
-		next atomic.Int64
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	run := func(cycles int64) {
-		for _, w := range ws {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for next.Add(1) <= cycles {
-					ok, err := w.l.acquire(ctx)
-					if err == nil && !ok {
-						err = errors.New("not acquired")
-					}
-					if err == nil {
-						err = w.l.release(ctx)
-					}
-					if err != nil {
-						mu.Lock()
-						errs = append(errs, err)
-						mu.Unlock()
-						next.Store(cycles)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			b.Fatal(err)
-		}
-	}
+	run := func(cycles int64) { runBlock(b, ws, cycles) }
 	// Warm up: every session makes its first statements (and the peers'
 	// pool its sessions) before the clock starts.
 	run(int64(2 * len(ws)))
-	next.Store(0)
 	b.ReportAllocs()
 	rt, dials := p.roundTrips(), p.cnt.dials.Load()
 	b.ResetTimer()
