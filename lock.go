@@ -54,6 +54,7 @@ type Lock struct {
 	stateMu   sync.Mutex
 	state     state
 	lostErr   error         // why, in stateLost
+	lossTold  bool          // in stateLost: Held has told the caller already
 	holdGen   uint64        // counts grants, so that a late loss check of an earlier hold is ignored
 	heldSince time.Time     // the grant, when timed for the Observer or the Logger
 	done      chan struct{} // closed when the current hold ends; made by Done
@@ -195,24 +196,25 @@ func (l *Lock) Held(ctx context.Context) (bool, error) {
 	}
 	defer s.unlock()
 	held, err := l.heldLocked(ctx)
-	if err != nil {
-		return false, err
+	if held {
+		return true, nil
 	}
-	if !held {
-		l.stateMu.Lock()
-		var lost bool
-		var since time.Time
-		if l.state == stateHeld {
-			s.removeLocked(l.seq)
-			// An Xact lock ends with its (sub)transaction: no loss.
-			since, lost = l.loseStateLocked(errNotHeldByServer)
-		}
-		l.stateMu.Unlock()
-		if lost {
-			l.reportLost(errNotHeldByServer, since)
-		}
+	l.stateMu.Lock()
+	var lost bool
+	var since time.Time
+	if l.state == stateHeld && err == nil {
+		s.removeLocked(l.seq)
+		// An Xact lock ends with its (sub)transaction: no loss.
+		since, lost = l.loseStateLocked(errNotHeldByServer)
 	}
-	return held, nil
+	if l.state == stateLost && (err == nil || errors.Is(err, ErrLockLost)) {
+		l.lossTold = true // Close has nothing more to say
+	}
+	l.stateMu.Unlock()
+	if lost {
+		l.reportLost(errNotHeldByServer, since)
+	}
+	return false, err
 }
 
 // heldLocked runs the held statement and settles what its error means.
@@ -296,7 +298,7 @@ func (l *Lock) lostByCheck(gen uint64, why error) {
 // caller holds l.stateMu.
 func (l *Lock) loseStateLocked(why error) (since time.Time, lost bool) {
 	since = l.heldSince
-	l.state, l.lostErr, l.heldSince = stateLost, why, time.Time{}
+	l.state, l.lostErr, l.heldSince, l.lossTold = stateLost, why, time.Time{}, false
 	if l.mode.xact && (why == errTxDone || why == errNotHeldByServer) {
 		// A transaction-level lock ends with its (sub)transaction.
 		l.state, l.lostErr = stateIdle, nil

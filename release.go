@@ -120,22 +120,27 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 // [Lock.Release]. The Lock may be acquired again afterwards. On an [Xact]
 // lock Close sends nothing: the lock ends with its transaction.
 //
-// A Lock whose hold dlock found gone returns that error once, as Release
-// does; a later Close returns nil.
+// A Lock whose hold dlock found gone (its Done channel closed) returns
+// that error once, as Release does, unless Held has reported the loss
+// already; a later Close returns nil.
 func (l *Lock) Close(ctx context.Context) error {
 	if l == nil {
 		return nil
 	}
 	l.stateMu.Lock()
 	st := l.state
-	if l.mode.xact {
-		// Nothing to send: the lock ends with its transaction.
-		lost := l.lostErr
+	if l.mode.xact || (st == stateLost && l.lossTold) {
+		// Nothing to send: an Xact lock ends with its transaction, and a
+		// loss Held reported has nothing left to release.
+		lost, told := l.lostErr, l.lossTold
 		if st == stateHeld || st == stateLost {
-			l.state, l.lostErr = stateIdle, nil
+			l.state, l.lostErr, l.lossTold = stateIdle, nil, false
 			l.endHoldStateLocked()
 		}
 		l.stateMu.Unlock()
+		if told {
+			return nil
+		}
 		return lost
 	}
 	l.stateMu.Unlock()

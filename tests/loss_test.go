@@ -125,6 +125,17 @@ func TestLossSignalDone(t *testing.T) {
 			t.Fatalf("Release() after the loss = %v, want ErrLockLost", err)
 		}
 
+		// A loss Held reported is not reported again by Close.
+		l3 := newLock(t, db, b.UniqueKey(t))
+		mustAcquire(t, l3)
+		b.Kill(t, b.sessionOf(t, l3))
+		if held, err := l3.Held(context.Background()); held || !errors.Is(err, dlock.ErrLockLost) {
+			t.Fatalf("Held() after a kill = %v, %v; want false, ErrLockLost", held, err)
+		}
+		if err := l3.Close(context.Background()); err != nil {
+			t.Fatalf("Close() after Held() reported the loss = %v, want nil", err)
+		}
+
 		// A released hold closes its channel too.
 		l2 := newLock(t, db, b.UniqueKey(t))
 		mustAcquire(t, l2)
