@@ -3,6 +3,7 @@ package dlock
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -40,7 +41,7 @@ import (
 //
 // opts may hold mode options ([Shared], [Xact]) and one wait option
 // ([NoWait], [Timeout]); the default is to wait until acquired or ctx ends.
-func WithLock(ctx context.Context, db *gorm.DB, key any, fn func(tx *gorm.DB) error, opts ...Option) (err error) {
+func WithLock(ctx context.Context, db *gorm.DB, key any, fn func(tx *gorm.DB) error, opts ...Option) error {
 	o, err := applyOptions("WithLock", true, true, opts)
 	if err != nil {
 		return err
@@ -54,8 +55,20 @@ func WithLock(ctx context.Context, db *gorm.DB, key any, fn func(tx *gorm.DB) er
 	}
 	if obs := reg.cfg.Observer; obs != nil {
 		ctx = obs.WithLockStart(ctx, key)
+		err = errPanicked // what WithLockEnd hears if fn panics
 		defer func() { obs.WithLockEnd(ctx, err) }()
+		err = withLock(ctx, db, reg, key, fn, o)
+		return err
 	}
+	return withLock(ctx, db, reg, key, fn, o)
+}
+
+// errPanicked is the error the Observer's WithLockEnd gets when fn
+// panicked; the panic goes on to WithLock's caller.
+var errPanicked = errors.New("dlock: fn panicked")
+
+// withLock is WithLock once its arguments are checked.
+func withLock(ctx context.Context, db *gorm.DB, reg registration, key any, fn func(tx *gorm.DB) error, o options) error {
 	var by deadline
 	if o.wait == waitTimeout {
 		by = deadline{at: time.Now().Add(o.timeout), timeout: o.timeout}
