@@ -250,15 +250,23 @@ func (l *Lock) noteTry(granted bool) {
 func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
 	s := l.sess
 	p.b.cancellable = ctx.Done() != nil || p.cancelAfter > 0
-	stmtCtx := context.WithoutCancel(ctx)
+	stmtCtx := quiet(ctx)
 	var c *canceller
 	if p.b.cancellable {
-		// The canceller's last resort drops the statement's context, which
-		// makes the driver close the session.
-		var drop context.CancelFunc
-		stmtCtx, drop = context.WithCancel(stmtCtx)
-		defer drop()
-		c = &canceller{l: l, ctx: ctx, cancelAfter: p.cancelAfter, ctxDeadline: p.ctxDeadline, drop: drop}
+		c = &canceller{l: l, ctx: ctx, cancelAfter: p.cancelAfter, ctxDeadline: p.ctxDeadline}
+		// The canceller's last resort ends the wait on the client: a
+		// deadline on the driver's network connection where dlock knows
+		// it (so the driver need not watch the statement's context),
+		// else the statement's context, dropped. Either way the driver
+		// closes the session.
+		if nc := s.overrun.netConn; nc != nil {
+			c.drop = func() { _ = nc.SetDeadline(time.Unix(1, 0)) }
+		} else {
+			var drop context.CancelFunc
+			stmtCtx, drop = context.WithCancel(stmtCtx)
+			defer drop()
+			c.drop = drop
+		}
 	}
 	ok, err := l.backend.lock(stmtCtx, l.handle, l.tx, l.stmtKey, l.mode, p.b, c)
 	reason := c.reason() // the canceller has stopped: no cancel is in flight

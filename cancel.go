@@ -34,8 +34,8 @@ const (
 // statement and stops it right after, so that a cancel (which targets the
 // session, not the statement) can never reach another statement. If the
 // cancel cannot be sent, or the statement does not return within
-// controlTimeout, the canceller drops the statement's context and the driver
-// closes the session. A nil *canceller does nothing.
+// controlTimeout, the canceller ends the wait on the client (drop) and the
+// driver closes the session. A nil *canceller does nothing.
 //
 // Watching takes no goroutine until there is something to do: ctx is
 // watched with context.AfterFunc and the cut with time.AfterFunc, and the
@@ -46,7 +46,7 @@ type canceller struct {
 	ctx         context.Context
 	cancelAfter time.Duration
 	ctxDeadline bool
-	drop        context.CancelFunc
+	drop        func() // ends the wait on the client: the driver closes the session
 
 	stopCtx     func() bool // ends the ctx watch; false once it has fired
 	cancelTimer *time.Timer
