@@ -311,10 +311,15 @@ func (pgBackend) holding(ctx context.Context, pool *sql.DB, holds []watchedHold)
 }
 
 // pgKeepaliveSQL sets the server-side TCP keepalive of the session (see
-// Plugin.ServerKeepalive): $1 idle and $2 interval in seconds, $3 the
-// user timeout in milliseconds.
-const pgKeepaliveSQL = "SELECT set_config('tcp_keepalives_idle', $1, false), set_config('tcp_keepalives_interval', $2, false)," +
-	" set_config('tcp_keepalives_count', '2', false), set_config('tcp_user_timeout', $3, false)"
+// Plugin.ServerKeepalive): idle and interval in seconds, the user timeout
+// in milliseconds. The numbers are in the text, not parameters: pgx sends
+// a statement without arguments in one round trip and caches nothing.
+func pgKeepaliveSQL(idle, interval, userTimeout time.Duration) string {
+	return "SELECT set_config('tcp_keepalives_idle', '" + strconv.Itoa(int(idle.Seconds())) + "', false), " +
+		"set_config('tcp_keepalives_interval', '" + strconv.Itoa(int(interval.Seconds())) + "', false), " +
+		"set_config('tcp_keepalives_count', '2', false), " +
+		"set_config('tcp_user_timeout', '" + strconv.FormatInt(userTimeout.Milliseconds(), 10) + "', false)"
+}
 
 // checkSession refuses a session on a hot standby (see pgCheckSession).
 func (pgBackend) checkSession(ctx context.Context, q querier) error { return pgCheckSession(ctx, q) }
@@ -331,8 +336,7 @@ func (pgBackend) setUp(ctx context.Context, q querier, cfg Plugin) (bool, error)
 	}
 	idle := max(cfg.ServerKeepalive, time.Second)
 	interval := max(idle/2, time.Second)
-	_, err := q.ExecContext(ctx, pgKeepaliveSQL, strconv.Itoa(int(idle.Seconds())),
-		strconv.Itoa(int(interval.Seconds())), strconv.FormatInt((2*idle).Milliseconds(), 10))
+	_, err := q.ExecContext(ctx, pgKeepaliveSQL(idle, interval, 2*idle))
 	return err == nil, err
 }
 

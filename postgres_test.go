@@ -3,6 +3,7 @@ package dlock
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 // pgError has the shape of pgconn.PgError.
@@ -49,5 +50,14 @@ func TestPgFunc(t *testing.T) {
 		if got := pgFunc(tt.prefix, tt.action, tt.o); got != tt.want {
 			t.Errorf("pgFunc(%q, %q, %+v) = %q, want %q", tt.prefix, tt.action, tt.o, got, tt.want)
 		}
+	}
+}
+
+func TestPgKeepaliveSQL(t *testing.T) {
+	got := pgKeepaliveSQL(5*time.Second, 2*time.Second, 10*time.Second)
+	want := "SELECT set_config('tcp_keepalives_idle', '5', false), set_config('tcp_keepalives_interval', '2', false), " +
+		"set_config('tcp_keepalives_count', '2', false), set_config('tcp_user_timeout', '10000', false)"
+	if got != want {
+		t.Fatalf("pgKeepaliveSQL(5s, 2s, 10s) =\n%s\nwant\n%s", got, want)
 	}
 }

@@ -128,6 +128,11 @@ func BenchmarkProbe(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		name := lockName("probe")
+		// dlock keeps its per-session state by physical connection: a
+		// connection back from the pool pays nothing again, so every
+		// iteration here dials a new one.
+		p.db.SetMaxIdleConns(0)
+		defer p.db.SetMaxIdleConns(idleSessions)
 		var first, later int64
 		for b.Loop() {
 			tx, conn, done := p.pin(b)

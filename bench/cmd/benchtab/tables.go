@@ -292,7 +292,7 @@ func writeTargets(w io.Writer, r *results, dbs []string) {
 		if hi-lo >= 0.0005 {
 			span += fmt.Sprintf("–%.3f", hi)
 		}
-		return fmt.Sprintf("%s (+%.0f per session)", span, probe), lo >= 1.995 && hi <= 2.005
+		return fmt.Sprintf("%s (+%.0f on a new connection)", span, probe), lo >= 1.995 && hi <= 2.005
 	})
 	row("the same through `WithLock`, which pins a session per call", func(db string) (string, bool) {
 		v, ok := r.get("Uncontended/db="+db+"/keys=1/mode=block/impl=withlock", "roundtrips/op")
