@@ -53,7 +53,7 @@ func callChain(v reflect.Value, methods ...string) (reflect.Value, bool) {
 		}
 		v = m.Call(nil)[0]
 	}
-	return v, v.IsValid() && !(v.Kind() == reflect.Interface && v.IsNil())
+	return v, v.IsValid() && (v.Kind() != reflect.Interface || !v.IsNil())
 }
 
 // pgConnView is the part of pgx's *pgconn.PgConn that dlock reads,

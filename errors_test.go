@@ -31,7 +31,7 @@ func TestJoinErrors(t *testing.T) {
 		t.Fatalf("joinErrors(nil, nil) = %v, want nil", err)
 	}
 	one := errors.New("one")
-	if err := joinErrors(nil, one); err != one {
+	if err := joinErrors(nil, one); err != one { //nolint:errorlint // the error itself, not one that wraps it
 		t.Fatalf("joinErrors(nil, one) = %v, want one itself", err)
 	}
 	multi := errors.Join(errors.New("first line"), errors.New("second line"))

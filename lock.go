@@ -299,7 +299,7 @@ func (l *Lock) lostByCheck(gen uint64, why error) {
 func (l *Lock) loseStateLocked(why error) (since time.Time, lost bool) {
 	since = l.heldSince
 	l.state, l.lostErr, l.heldSince, l.lossTold = stateLost, why, time.Time{}, false
-	if l.mode.xact && (why == errTxDone || why == errNotHeldByServer) {
+	if l.mode.xact && (errors.Is(why, errTxDone) || errors.Is(why, errNotHeldByServer)) {
 		// A transaction-level lock ends with its (sub)transaction.
 		l.state, l.lostErr = stateIdle, nil
 	}

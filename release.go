@@ -160,7 +160,7 @@ func (l *Lock) Close(ctx context.Context) error {
 // statement alone.
 func (l *Lock) sessionFailedLocked(err error) error {
 	why := l.failedLocked(err)
-	if why == errPinClosed {
+	if errors.Is(why, errPinClosed) {
 		l.markLost(why)
 	}
 	return why

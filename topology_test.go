@@ -79,12 +79,18 @@ func TestPgStatementsOnBackend(t *testing.T) {
 		o                       options
 		tryPID, unlockPID, undo string
 	}{
-		{options{}, "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
+		{
+			options{},
+			"SELECT pg_try_advisory_lock($1), pg_backend_pid()",
 			"SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock($1) END, pg_backend_pid()",
-			"SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock($1) END"},
-		{options{shared: true}, "SELECT pg_try_advisory_lock_shared($1), pg_backend_pid()",
+			"SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock($1) END",
+		},
+		{
+			options{shared: true},
+			"SELECT pg_try_advisory_lock_shared($1), pg_backend_pid()",
 			"SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock_shared($1) END, pg_backend_pid()",
-			"SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock_shared($1) END"},
+			"SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock_shared($1) END",
+		},
 	} {
 		s := pgStmt(tt.o)
 		if s.tryPID != tt.tryPID || s.unlockPID != tt.unlockPID || s.undo != tt.undo {

@@ -87,8 +87,8 @@ func (r *recorder) take() []string {
 func (r *recorder) logged(level slog.Level, msg string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, rec := range r.records {
-		if rec.Level == level && rec.Message == msg {
+	for i := range r.records {
+		if rec := &r.records[i]; rec.Level == level && rec.Message == msg {
 			return true
 		}
 	}

@@ -560,10 +560,12 @@ func startMariaDB(t *testing.T, name string, opts ...string) *mariaServer {
 	run(t, "", dir, install, "--no-defaults", "--datadir="+data, "--user=mysql",
 		"--auth-root-authentication-method=normal", "--skip-test-db")
 	s := &mariaServer{sock: filepath.Join(dir, "sock")}
-	args := append([]string{"--no-defaults", "--user=mysql", "--datadir=" + data, "--socket=" + s.sock,
+	args := append([]string{
+		"--no-defaults", "--user=mysql", "--datadir=" + data, "--socket=" + s.sock,
 		"--skip-networking", "--pid-file=" + filepath.Join(dir, "mariadbd.pid"),
 		"--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M", "--skip-innodb-doublewrite",
-		"--innodb-flush-log-at-trx-commit=0"}, opts...)
+		"--innodb-flush-log-at-trx-commit=0",
+	}, opts...)
 	s.proc = start(t, name, "", dir, filepath.Join(dir, "mariadbd.log"), syscall.SIGTERM, server, args...)
 	cfg := gomysql.NewConfig()
 	cfg.User, cfg.Net, cfg.Addr = "root", "unix", s.sock
