@@ -259,3 +259,46 @@ func ExampleLock_Held() {
 		return nil
 	})
 }
+
+// Stop the work as soon as the lock is lost: Done is closed when dlock
+// finds the hold gone (or when it is released).
+func ExampleLock_Done() {
+	_ = dlock.Connection(ctx, db, func(tx *gorm.DB) (err error) {
+		lock, err := dlock.New(tx, "reindex")
+		if err != nil {
+			return err
+		}
+		if ok, err := lock.Acquire(ctx); err != nil || !ok {
+			return err
+		}
+		defer func() { err = errors.Join(err, lock.Close(ctx)) }()
+		work, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			select {
+			case <-lock.Done(): // lost: another instance may hold it now
+				stop()
+			case <-work.Done():
+			}
+		}()
+		return tx.WithContext(work).Exec("REINDEX TABLE accounts").Error
+	})
+}
+
+// In WithLock, fn's context ends when the lock is lost, with the reason
+// as its cause.
+func ExampleWithLock_lost() {
+	err := dlock.WithLock(ctx, db, "nightly-report", func(tx *gorm.DB) error {
+		ctx := tx.Statement.Context
+		for range 100 {
+			if ctx.Err() != nil {
+				return context.Cause(ctx) // matches dlock.ErrLockLost
+			}
+			// one step of the work, on tx
+		}
+		return nil
+	})
+	if errors.Is(err, dlock.ErrLockLost) {
+		log.Print("the lock was lost while the report ran: ", err)
+	}
+}
