@@ -24,22 +24,24 @@ func (b *binding) statementBound(ctx context.Context) time.Duration {
 }
 
 // driverBoundCtx bounds a short statement through the driver: ctx without its
-// cancellation, with the deadline of shortBound. When the bound runs out
+// cancellation, with the deadline of statementBound. When the bound runs out
 // the driver closes the session.
 func (b *binding) driverBoundCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), b.statementBound(ctx))
 }
 
 // bounded runs fn, one bounded statement sequence on the session, with ctx's
-// values but not its cancellation, bounded by shortBound.
+// values but not its cancellation, bounded by statementBound.
 //
 // Once the server's session id is known, the bound is kept by a timer
 // that ends the session from a control connection (KILL CONNECTION,
 // pg_terminate_backend), and fn gets a context without Done: both
 // go-sql-driver/mysql and pgx watch a context that has one, which costs
-// more than the round trip itself on a busy machine. Ending the session
-// ends its locks, so the outcome is known: the session is lost. Without
-// the id the driver keeps the bound, through a deadline.
+// more than the round trip itself on a busy machine. The timer also sets a
+// deadline on the driver's network connection, where dlock knows it, so
+// that the statement returns even when the network lost its answer.
+// Ending the session ends its locks, so the outcome is known: the session
+// is lost. Without the id the driver keeps the bound, through a deadline.
 func (b *binding) bounded(ctx context.Context, fn func(context.Context) error) error {
 	s := b.sess
 	if s.id == 0 {
