@@ -36,7 +36,8 @@ const (
 //
 // If the Lock already holds its lock, or another Acquire on it is
 // running, Acquire returns (false, [ErrAlreadyAcquired]) and leaves the
-// hold untouched.
+// hold untouched. If a [WithLock] along ctx holds the key, it returns
+// (false, err) with err matching [ErrReentrant] and sends nothing.
 func (l *Lock) Acquire(ctx context.Context, opts ...Option) (bool, error) {
 	if l == nil {
 		return false, fmt.Errorf("%w: nil *Lock", ErrNotAcquired)
@@ -47,6 +48,9 @@ func (l *Lock) Acquire(ctx context.Context, opts ...Option) (bool, error) {
 	}
 	if o.waitOpts == 0 {
 		o = l.wait
+	}
+	if err := checkReentry(ctx, l.reg.server, l.dbKey, l.key); err != nil {
+		return false, err
 	}
 	return l.acquireWith(ctx, o)
 }
@@ -125,7 +129,10 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 			return false, err
 		}
 	}
-	if s.counts[holdKey{l.dbKey, l.mode.shared}] > 0 {
+	if s.counts[holdKey{l.dbKey, l.mode.shared}] > 0 || (l.alone && s.counts[holdKey{l.dbKey, !l.mode.shared}] > 0) {
+		if l.alone {
+			return false, reentrant(l.key, "its session holds it already")
+		}
 		return l.acquireStackedLocked(ctx, o)
 	}
 	p, err := l.planWait(ctx, o)

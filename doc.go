@@ -46,10 +46,14 @@
 //
 // # Nesting
 //
-// A WithLock or Connection whose ctx descends from fn's (tx.Statement.Context)
-// on the same pool runs on the outer session: it never waits for itself and
-// takes no second pooled session. Inside an Xact WithLock only Xact locks
-// nest; a session-level one returns [ErrNotPinned].
+// Locks are not re-entrant. A WithLock or Acquire whose ctx descends from
+// fn's (tx.Statement.Context) for the key that WithLock holds returns
+// [ErrReentrant] at once (it also matches ErrNotAcquired), and so does a
+// WithLock on a session that holds its key already: goroutines that fn
+// starts with its ctx cannot be told from fn itself, and must never share
+// a hold. A nested WithLock or Connection for another key takes a session
+// of its own from the pool and waits like any caller; with none free it
+// returns ErrNotAcquired within its Timeout or when ctx ends.
 //
 // # Loss signal
 //

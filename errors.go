@@ -48,6 +48,12 @@ var (
 	// ErrLeaked means a lock was still held when the session was given
 	// back; Connection and WithLock released it.
 	ErrLeaked = errors.New("dlock: lock leaked")
+	// ErrReentrant means a WithLock or Acquire asked for a key that an
+	// enclosing WithLock along the same context, or the same session,
+	// holds already. It is returned at once and also matches
+	// ErrNotAcquired: dlock locks are not re-entrant, since a goroutine
+	// cannot be told from the goroutines it starts with its context.
+	ErrReentrant = errors.New("dlock: re-entrant")
 	// ErrDeadlock means the server detected a deadlock while waiting. It
 	// also matches ErrNotAcquired. From a lock statement it does not mean
 	// that a transaction was rolled back.

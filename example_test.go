@@ -108,14 +108,13 @@ func ExampleWithLock() {
 	}
 }
 
-// A WithLock inside fn, called with fn's context, runs on the outer
-// session: it never waits for the outer lock, and needs no second pooled
-// session.
+// A WithLock inside fn, called with fn's context, takes a session of its
+// own for another key; for the key fn holds it returns ErrReentrant at once.
 func ExampleWithLock_nested() {
 	err := dlock.WithLock(ctx, db, "account:42", func(tx *gorm.DB) error {
-		ctx := tx.Statement.Context // carries the outer session
+		ctx := tx.Statement.Context // knows that "account:42" is held
 		return dlock.WithLock(ctx, db, "account:42:statement", func(tx *gorm.DB) error {
-			return nil // both locks are held by one session here
+			return nil // two sessions, one lock each
 		})
 	})
 	if err != nil {

@@ -45,7 +45,8 @@ type Lock struct {
 	mode    options // shared, xact
 	wait    options // default wait, from New
 	binding
-	seq uint64
+	seq   uint64
+	alone bool // refuse to stack on a hold of the same key on the session (WithLock)
 
 	// Used only inside acquire, which runs for one Acquire at a time.
 	skipsLeft  int // acquires left that skip the first try
@@ -94,17 +95,25 @@ func New(tx *gorm.DB, key any, opts ...Option) (*Lock, error) {
 
 // newLock is New with the mode options applied.
 func newLock(tx *gorm.DB, key any, mode options) (*Lock, error) {
+	return newLockKeyed(tx, key, nil, mode)
+}
+
+// newLockKeyed is newLock with the key's dbKey, when the caller has it
+// already (nil: work it out).
+func newLockKeyed(tx *gorm.DB, key, dbKey any, mode options) (*Lock, error) {
 	reg, err := registered(tx)
 	if err != nil {
 		return nil, err
 	}
-	l := &Lock{db: tx, key: key, mode: mode}
+	l := &Lock{db: tx, key: key, dbKey: dbKey, mode: mode}
 	l.reg, l.backend = reg, reg.server.backend
 	if err := l.bindSession(tx); err != nil {
 		return nil, err
 	}
-	if l.dbKey, err = l.backend.dbKey(key, reg.cfg.KeyPrefix); err != nil {
-		return nil, err
+	if l.dbKey == nil {
+		if l.dbKey, err = l.backend.dbKey(key, reg.cfg.KeyPrefix); err != nil {
+			return nil, err
+		}
 	}
 	l.stmtKey = l.backend.stmtKey(l.dbKey)
 	if err := l.backend.checkMode(l.mode); err != nil {

@@ -31,13 +31,15 @@ import (
 // runs with a fresh bounded context even when ctx is done. A panic in fn
 // is re-raised after the release.
 //
-// Nested calls run on the outer session: a WithLock or [Connection] on
-// the same pool whose ctx descends from fn's (tx.Statement.Context) uses
-// the session fn runs on instead of a second pooled session. The server
-// grants a key that session holds at once, and other keys stack on it, so
-// nesting along the context never waits for itself. Inside an Xact
-// WithLock only Xact locks nest (in a savepoint of its transaction); a
-// session-level WithLock or Connection there returns [ErrNotPinned].
+// WithLock is not re-entrant. A WithLock or [Lock.Acquire] for the key
+// that an enclosing WithLock along ctx (fn's tx.Statement.Context or a
+// context derived from it) holds returns an error matching [ErrReentrant]
+// at once, and so does a WithLock on a session that holds the key already:
+// Go cannot tell the goroutine that called fn from the goroutines fn
+// starts with its context, so a re-entrant grant would let all of them in
+// at once. A nested WithLock or Connection for another key pins a session
+// of its own and waits like any other caller; with no free session in the
+// pool it returns [ErrNotAcquired] within its Timeout or when ctx ends.
 //
 // opts may hold mode options ([Shared], [Xact]) and one wait option
 // ([NoWait], [Timeout]); the default is to wait until acquired or ctx ends.
@@ -69,17 +71,25 @@ var errPanicked = errors.New("dlock: fn panicked")
 
 // withLock is WithLock once its arguments are checked.
 func withLock(ctx context.Context, db *gorm.DB, reg registration, key any, fn func(tx *gorm.DB) error, o options) error {
+	dbKey, err := reg.server.backend.dbKey(key, reg.cfg.KeyPrefix)
+	if err != nil {
+		return err
+	}
+	if err := checkReentry(ctx, reg.server, dbKey, key); err != nil {
+		return err
+	}
 	var by deadline
 	if o.wait == waitTimeout {
 		by = deadline{at: time.Now().Add(o.timeout), timeout: o.timeout}
 	}
+	h := &heldKey{server: reg.server, dbKey: dbKey}
 	run := func(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc) error {
-		return lockAndRun(ctx, tx, lost, key, fn, o, by)
+		return lockAndRun(ctx, tx, lost, key, h, fn, o, by)
 	}
 	if o.xact {
-		return withTransaction(ctx, db, reg, by, run)
+		return withTransaction(ctx, db, reg, h, by, run)
 	}
-	return connection(ctx, db, reg, by, run)
+	return connection(ctx, db, reg, h, by, run)
 }
 
 // deadline is the end of a Timeout, fixed when the call began.
@@ -88,12 +98,14 @@ type deadline struct {
 	timeout time.Duration
 }
 
-// lockAndRun acquires key on tx's session, runs fn and releases.
-func lockAndRun(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc, key any, fn func(tx *gorm.DB) error, o options, by deadline) error {
-	l, err := newLock(tx, key, options{shared: o.shared, xact: o.xact})
+// lockAndRun acquires key on tx's session, runs fn and releases. ctx is
+// fn's: it carries h, the key fn runs under.
+func lockAndRun(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc, key any, h *heldKey, fn func(tx *gorm.DB) error, o options, by deadline) error {
+	l, err := newLockKeyed(tx, key, h.dbKey, options{shared: o.shared, xact: o.xact})
 	if err != nil {
 		return err
 	}
+	l.alone = true // a WithLock never stacks on a hold of its session
 	wait := options{wait: o.wait, timeout: o.timeout}
 	if !by.at.IsZero() {
 		// What is left of the Timeout after the wait for a session; one
@@ -122,11 +134,12 @@ func lockAndRun(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc, 
 // panics) is released, and Connection returns an error wrapping
 // [ErrLeaked] that names the keys, joined with fn's error. The release
 // runs with a fresh bounded context. A panic in fn is re-raised after the
-// release. If db is already the tx of a db.Connection, or ctx descends
-// from fn of an outer WithLock or Connection on the same pool, fn runs on
-// that session and only the locks created during fn are checked. fn's tx
-// has tx.Statement.Context derived from ctx. If no session can be had from
-// the pool, the error matches [ErrNotAcquired].
+// release. If db is already the tx of a db.Connection, fn runs on that
+// session and only the locks created during fn are checked; otherwise fn
+// runs on a session of its own from the pool, also when ctx descends from
+// fn of an outer WithLock or Connection. fn's tx has tx.Statement.Context
+// derived from ctx. If no session can be had from the pool, the error
+// matches [ErrNotAcquired].
 func Connection(ctx context.Context, db *gorm.DB, fn func(tx *gorm.DB) error) error {
 	if fn == nil {
 		return fmt.Errorf("%w: Connection: nil fn", ErrInvalidOption)
@@ -136,13 +149,13 @@ func Connection(ctx context.Context, db *gorm.DB, fn func(tx *gorm.DB) error) er
 		// No dlock Lock can be made on it: plain db.Connection.
 		return db.WithContext(ctx).Connection(fn)
 	}
-	return connection(ctx, db, reg, deadline{}, func(_ context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error { return fn(tx) })
+	return connection(ctx, db, reg, nil, deadline{}, func(_ context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error { return fn(tx) })
 }
 
 // connection runs fn on a pinned session (see pinSession) and releases
-// the locks fn leaves on it. fn's ctx carries the session for nested
-// calls.
-func connection(ctx context.Context, db *gorm.DB, reg registration, by deadline, fn sessionFunc) error {
+// the locks fn leaves on it. fn's ctx carries h, the key fn runs under
+// (nil for Connection).
+func connection(ctx context.Context, db *gorm.DB, reg registration, h *heldKey, by deadline, fn sessionFunc) error {
 	base, conn, owned, err := pinSession(ctx, db, reg, by)
 	if err != nil {
 		return err
@@ -152,14 +165,22 @@ func connection(ctx context.Context, db *gorm.DB, reg registration, by deadline,
 	}
 	p := pinOf(conn)
 	since := p.sess.nextID.Load()
-	outer := &outerSession{pool: reg.pool, conn: conn}
-	ctx, lost := context.WithCancelCause(context.WithValue(ctx, outerKey{}, outer))
+	ctx, lost := fnContext(ctx, h)
 	defer lost(nil)
 	tx := base.WithContext(ctx) // the one Session fn and dlock's calls share
 	tx.Statement.ConnPool = conn
-	outer.tx = tx
 	return runThen(func() error { return fn(ctx, tx, lost) },
 		func() error { return releaseLeaked(quiet(ctx), tx, conn, p, since) })
+}
+
+// fnContext returns fn's context: ctx, carrying h when it is not nil,
+// that ends when a lock is found lost.
+func fnContext(ctx context.Context, h *heldKey) (context.Context, context.CancelCauseFunc) {
+	if h != nil {
+		h.parent, _ = ctx.Value(heldCtxKey{}).(*heldKey)
+		ctx = context.WithValue(ctx, heldCtxKey{}, h)
+	}
+	return context.WithCancelCause(ctx)
 }
 
 // sessionFunc is what connection and withTransaction run: fn with its
@@ -167,28 +188,20 @@ func connection(ctx context.Context, db *gorm.DB, reg registration, by deadline,
 // found lost.
 type sessionFunc func(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc) error
 
-// withTransaction runs fn inside a transaction: a savepoint when db, or
-// the outer session of ctx, is already in one; else a transaction on the
-// session connection pins.
-func withTransaction(ctx context.Context, db *gorm.DB, reg registration, by deadline, fn sessionFunc) error {
+// withTransaction runs fn inside a transaction: a savepoint when db is
+// already in one; else a transaction on the session connection pins.
+func withTransaction(ctx context.Context, db *gorm.DB, reg registration, h *heldKey, by deadline, fn sessionFunc) error {
 	inTx := func(ctx context.Context, tx *gorm.DB) error {
 		return tx.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			outer := &outerSession{pool: reg.pool}
-			ctx, lost := context.WithCancelCause(context.WithValue(ctx, outerKey{}, outer))
+			ctx, lost := fnContext(ctx, h)
 			defer lost(nil)
-			outer.tx = tx.WithContext(ctx)
-			return fn(ctx, outer.tx, lost)
+			return fn(ctx, tx.WithContext(ctx), lost)
 		})
 	}
 	if isTransaction(db) {
 		return inTx(ctx, db)
 	}
-	if _, pinned := db.Statement.ConnPool.(*sql.Conn); !pinned {
-		if outer := outerOf(ctx, reg.pool); outer != nil && outer.conn == nil {
-			return inTx(ctx, outer.tx)
-		}
-	}
-	return connection(ctx, db, reg, by, func(ctx context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error {
+	return connection(ctx, db, reg, nil, by, func(ctx context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error {
 		if c, ok := tx.Statement.ConnPool.(*sql.Conn); ok {
 			if st, known := pgxTxStatus(c); known && st != 'I' {
 				return fmt.Errorf("%w: Xact: a transaction is already open on this session; pass its tx to WithLock", ErrNotPinned)
@@ -207,38 +220,39 @@ func isTransaction(db *gorm.DB) bool {
 	return false
 }
 
-// outerSession is the session fn of WithLock or Connection runs on, kept
-// in fn's context so that nested calls along it use it.
-type outerSession struct {
-	pool *sql.DB
-	tx   *gorm.DB  // fn's tx
-	conn *sql.Conn // the pinned session; nil inside an Xact transaction
+// heldKey is a key that a WithLock holds while its fn runs, kept in fn's
+// context: a call along that context for the same key is a re-entry.
+type heldKey struct {
+	server *server // the pool's
+	dbKey  any
+	parent *heldKey
 }
 
-type outerKey struct{}
+type heldCtxKey struct{}
 
-// outerOf returns the outer session of ctx on pool, or nil.
-func outerOf(ctx context.Context, pool *sql.DB) *outerSession {
-	if o, ok := ctx.Value(outerKey{}).(*outerSession); ok && o.pool == pool {
-		return o
+// checkReentry refuses a lock on dbKey when a WithLock along ctx holds it.
+func checkReentry(ctx context.Context, srv *server, dbKey, key any) error {
+	h, _ := ctx.Value(heldCtxKey{}).(*heldKey)
+	for ; h != nil; h = h.parent {
+		if h.server == srv && h.dbKey == dbKey {
+			return reentrant(key, "an enclosing WithLock along ctx holds it")
+		}
 	}
 	return nil
 }
 
+// reentrant is the error of a refused re-entry.
+func reentrant(key any, why string) error {
+	return fmt.Errorf("%w: %w: %s: %s", ErrNotAcquired, ErrReentrant, keyText(key), why)
+}
+
 // pinSession finds the session a call runs on, and the *gorm.DB to derive
-// its tx from: db's own session when db is the tx of a db.Connection; the
-// outer session when ctx descends from fn of an outer call on the same
-// pool; else a new session from the pool, waited for until ctx ends or
-// by, which the caller must close (owned).
+// its tx from: db's own session when db is the tx of a db.Connection;
+// else a new session from the pool, waited for until ctx ends or by,
+// which the caller must close (owned).
 func pinSession(ctx context.Context, db *gorm.DB, reg registration, by deadline) (base *gorm.DB, conn *sql.Conn, owned bool, err error) {
 	if c, ok := db.Statement.ConnPool.(*sql.Conn); ok {
 		return db, c, false, nil
-	}
-	if outer := outerOf(ctx, reg.pool); outer != nil {
-		if outer.conn == nil {
-			return nil, nil, false, fmt.Errorf("%w: a session lock inside fn of an Xact WithLock cannot use its transaction; use Xact for the nested lock", ErrNotPinned)
-		}
-		return outer.tx, outer.conn, false, nil
 	}
 	pctx := ctx
 	if !by.at.IsZero() {

@@ -6,11 +6,14 @@ package tests
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gormdlock/dlock"
+	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
 )
 
@@ -120,15 +123,14 @@ func TestWithLockWithoutFreeSession(t *testing.T) {
 	})
 }
 
-// Nested WithLock and Connection along fn's context run on the outer
-// session: no second pooled session (the pool has one), no waiting for
-// itself on the same key, other keys stack, and the outer lock stays held
-// after a nested release of the same key.
+// Nested calls along fn's context: for the key fn holds, ErrReentrant at
+// once (WithLock and Acquire, nothing sent, the outer hold untouched); for
+// another key, a session of its own, which with a one-session pool means
+// ErrNotAcquired within the Timeout, never a wait for itself.
 func TestNestedAlongContext(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		sqlDB, _ := db.DB()
-		sqlDB.SetMaxOpenConns(1)
 		key, other := b.UniqueKey(t), b.UniqueKey(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -137,56 +139,139 @@ func TestNestedAlongContext(t *testing.T) {
 			outer := b.sessionOfTx(t, tx)
 			inner := tx.Statement.Context
 			probe = newLockOn(t, tx, key)
-			err := dlock.WithLock(inner, db, key, func(tx *gorm.DB) error {
-				if id := b.sessionOfTx(t, tx); id != outer {
-					t.Errorf("nested WithLock ran on session %d, want the outer %d", id, outer)
+			start := time.Now()
+			called := false
+			err := dlock.WithLock(inner, db, key, func(*gorm.DB) error { called = true; return nil })
+			if called || !errors.Is(err, dlock.ErrReentrant) || !errors.Is(err, dlock.ErrNotAcquired) {
+				t.Errorf("nested WithLock(same key) = %v (fn called: %v), want ErrReentrant and ErrNotAcquired", err, called)
+			}
+			if d := time.Since(start); d > 100*time.Millisecond {
+				t.Errorf("nested WithLock(same key) took %v, want at once", d)
+			}
+			// The explicit form along the same ctx, on another session.
+			err = dlock.Connection(inner, db, func(tx2 *gorm.DB) error {
+				if id := b.sessionOfTx(t, tx2); id == outer {
+					t.Errorf("nested Connection ran on the outer session %d, want its own", id)
 				}
-				return dlock.WithLock(tx.Statement.Context, db, other, func(tx *gorm.DB) error {
-					return dlock.Connection(tx.Statement.Context, db, func(tx *gorm.DB) error {
-						if id := b.sessionOfTx(t, tx); id != outer {
-							t.Errorf("nested Connection ran on session %d, want the outer %d", id, outer)
-						}
-						return nil
-					})
-				})
+				l := newLockOn(t, tx2, key)
+				ok, err := l.Acquire(inner, dlock.NoWait())
+				if ok || !errors.Is(err, dlock.ErrReentrant) {
+					t.Errorf("Acquire along fn's ctx = %v, %v; want false, ErrReentrant", ok, err)
+				}
+				return nil
 			})
 			if err != nil {
-				return err
+				t.Errorf("nested Connection() = %v", err)
+			}
+			// Another key, on its own session.
+			err = dlock.WithLock(inner, db, other, func(tx *gorm.DB) error {
+				if id := b.sessionOfTx(t, tx); id == outer {
+					t.Errorf("nested WithLock(other) ran on the outer session %d, want its own", id)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Errorf("nested WithLock(other) = %v, want nil", err)
 			}
 			b.wantHeldBy(t, probe, outer)
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("nested WithLock() = %v, want nil", err)
+			t.Fatalf("WithLock() = %v, want nil", err)
+		}
+		// With no free session: ErrNotAcquired within the Timeout.
+		sqlDB.SetMaxOpenConns(1)
+		err = dlock.WithLock(ctx, db, key, func(tx *gorm.DB) error {
+			start := time.Now()
+			err := dlock.WithLock(tx.Statement.Context, db, other, func(*gorm.DB) error { return nil }, dlock.Timeout(300*time.Millisecond))
+			if !errors.Is(err, dlock.ErrNotAcquired) || errors.Is(err, dlock.ErrReentrant) {
+				t.Errorf("nested WithLock(other) with no free session = %v, want ErrNotAcquired", err)
+			}
+			if d := time.Since(start); d > 300*time.Millisecond+500*time.Millisecond {
+				t.Errorf("nested WithLock(other, Timeout(300ms)) with no free session took %v", d)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("WithLock() = %v, want nil", err)
 		}
 		b.wantFree(t, probe)
 		b.wantFree(t, newLock(t, b.openLocked(t, dlock.Plugin{}), other))
 	})
 }
 
-// Xact locks nest along the context in a savepoint of the outer
-// transaction; a session lock there is refused, never a wait for itself.
+// Goroutines that fn starts with its ctx never share a hold: four of them
+// call WithLock for one key (with fn's ctx and with the outer key), and at
+// most one body runs at a time; none releases or reports another's hold.
+func TestGoroutinesNeverShareAHold(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		db := b.openLocked(t, dlock.Plugin{})
+		outerKey, inner := b.UniqueKey(t), b.UniqueKey(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		var inside, most, ran, reentrant atomic.Int32
+		body := func(*gorm.DB) error {
+			n := inside.Add(1)
+			defer inside.Add(-1)
+			for {
+				m := most.Load()
+				if n <= m || most.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			ran.Add(1)
+			time.Sleep(150 * time.Millisecond)
+			return nil
+		}
+		err := dlock.WithLock(ctx, db, outerKey, func(tx *gorm.DB) error {
+			g, gctx := errgroup.WithContext(tx.Statement.Context)
+			for range 4 {
+				g.Go(func() error {
+					return dlock.WithLock(gctx, db, inner, body, dlock.Timeout(5*time.Second))
+				})
+				g.Go(func() error {
+					err := dlock.WithLock(gctx, db, outerKey, body, dlock.Timeout(5*time.Second))
+					if errors.Is(err, dlock.ErrReentrant) {
+						reentrant.Add(1)
+						return nil
+					}
+					return fmt.Errorf("WithLock(outer key) in a goroutine = %v, want ErrReentrant", err)
+				})
+			}
+			return g.Wait()
+		})
+		if err != nil {
+			t.Fatalf("WithLock() = %v, want nil", err)
+		}
+		if most.Load() != 1 || ran.Load() != 4 || reentrant.Load() != 4 {
+			t.Fatalf("bodies at once = %d, bodies run = %d, re-entries refused = %d; want 1, 4, 4", most.Load(), ran.Load(), reentrant.Load())
+		}
+		b.wantFree(t, newLock(t, b.openLocked(t, dlock.Plugin{}), inner))
+		b.wantFree(t, newLock(t, b.openLocked(t, dlock.Plugin{}), outerKey))
+	})
+}
+
+// Xact locks along the context: the same key is refused at once, another
+// key runs in a transaction on a session of its own.
 func TestNestedXactAlongContext(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		if b.Dialect != dialectPostgres {
 			t.Skip("transaction-level locks are PostgreSQL's")
 		}
 		db := b.openLocked(t, dlock.Plugin{})
-		sqlDB, _ := db.DB()
-		sqlDB.SetMaxOpenConns(1)
-		key := b.UniqueKey(t)
+		key, other := b.UniqueKey(t), b.UniqueKey(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		err := dlock.WithLock(ctx, db, key, func(tx *gorm.DB) error {
 			err := dlock.WithLock(tx.Statement.Context, db, key, func(*gorm.DB) error { return nil }, dlock.Xact())
-			if err != nil {
-				return err
+			if !errors.Is(err, dlock.ErrReentrant) {
+				t.Errorf("nested Xact WithLock(same key) = %v, want ErrReentrant", err)
 			}
 			err = dlock.WithLock(tx.Statement.Context, db, key, func(*gorm.DB) error { return nil })
-			if !errors.Is(err, dlock.ErrNotPinned) {
-				t.Errorf("session WithLock inside an Xact WithLock = %v, want ErrNotPinned", err)
+			if !errors.Is(err, dlock.ErrReentrant) {
+				t.Errorf("session WithLock(same key) inside an Xact WithLock = %v, want ErrReentrant", err)
 			}
-			return nil
+			return dlock.WithLock(tx.Statement.Context, db, other, func(*gorm.DB) error { return nil }, dlock.Xact())
 		}, dlock.Xact())
 		if err != nil {
 			t.Fatalf("nested Xact WithLock() = %v, want nil", err)
