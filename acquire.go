@@ -50,9 +50,10 @@ func (l *Lock) Acquire(ctx context.Context, opts ...Option) (bool, error) {
 		o = l.wait
 	}
 	if err := checkReentry(ctx, l.reg.server, l.dbKey, l.key); err != nil {
-		return false, err
+		return false, oneLine(err)
 	}
-	return l.acquireWith(ctx, o)
+	ok, err := l.acquireWith(ctx, o)
+	return ok, oneLine(err)
 }
 
 // acquireWith is Acquire with its wait options applied.
@@ -70,7 +71,7 @@ func (l *Lock) acquireWith(ctx context.Context, o options) (bool, error) {
 		l.stateMu.Unlock()
 		return false, fmt.Errorf("%w: %w", ErrNotAcquired, err)
 	}
-	l.state = stateAcquiring
+	l.toAcquiringStateLocked()
 	l.stateMu.Unlock()
 
 	var (
@@ -84,12 +85,10 @@ func (l *Lock) acquireWith(ctx context.Context, o options) (bool, error) {
 	ok, err := l.acquire(ctx, o)
 
 	l.stateMu.Lock()
-	l.state, l.lostErr, l.heldSince = stateIdle, nil, time.Time{}
 	if ok {
-		l.state = stateHeld
-		if !start.IsZero() {
-			l.heldSince = time.Now() // the grant, not the start of the wait
-		}
+		l.toHeldStateLocked()
+	} else {
+		l.toIdleStateLocked()
 	}
 	l.stateMu.Unlock()
 	if !start.IsZero() {
@@ -140,7 +139,7 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		return false, err
 	}
 	if l.tryFirst(p) {
-		ok, err := l.try(ctx)
+		ok, err := l.try(ctx, p)
 		if err != nil {
 			return false, l.lockFailedLocked(ctx, err, cancelNone, p)
 		}
@@ -163,7 +162,7 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 // (the hold was dropped behind its back and the lock is busy elsewhere),
 // and a wait follows, without a second try.
 func (l *Lock) acquireStackedLocked(ctx context.Context, o options) (bool, error) {
-	ok, err := l.try(ctx)
+	ok, err := l.try(ctx, waitPlan{})
 	switch {
 	case err != nil:
 		return false, l.statementFailedLocked(err)
@@ -183,6 +182,7 @@ func (l *Lock) acquireStackedLocked(ctx context.Context, o options) (bool, error
 // waitPlan is how one Acquire waits.
 type waitPlan struct {
 	b           waitBound
+	until       time.Time     // the end of the wait; zero when it has none
 	cancelAfter time.Duration // cancel the wait here (MySQL whole seconds, or a backstop)
 	ctxDeadline bool          // the ctx deadline bounds the wait, not a Timeout
 	timeout     time.Duration // the Timeout asked for, for messages
@@ -215,6 +215,7 @@ func (l *Lock) planWait(ctx context.Context, o options) (waitPlan, error) {
 	if rem <= 0 { // only a ctx deadline can have passed already
 		return p, fmt.Errorf("%w: %w", ErrNotAcquired, context.DeadlineExceeded)
 	}
+	p.until = deadline
 	var mustCut bool
 	p.b.wait, mustCut = l.backend.serverWait(rem)
 	switch {
@@ -377,9 +378,16 @@ func (l *Lock) statementFailedLocked(err error) error {
 	return fmt.Errorf("%w: %w", ErrNotAcquired, err)
 }
 
-// try runs the lock statement once, without waiting, as a short statement.
-func (l *Lock) try(ctx context.Context) (ok bool, err error) {
-	err = l.bounded(ctx, func(qctx context.Context) error {
+// try runs the lock statement once, without waiting, as a short statement:
+// bounded by statementBound, or by the end of p's wait and deadlineGrace
+// when that comes first, so that a cut network keeps an Acquire within its
+// Timeout or deadline.
+func (l *Lock) try(ctx context.Context, p waitPlan) (ok bool, err error) {
+	d := l.statementBound(ctx)
+	if !p.until.IsZero() {
+		d = min(d, time.Until(p.until)+deadlineGrace)
+	}
+	err = l.boundedWithin(ctx, d, func(qctx context.Context) error {
 		var err error
 		ok, err = l.backend.lock(qctx, l.handle, l.tx, l.stmtKey, l.mode, waitBound{try: true}, nil)
 		return err

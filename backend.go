@@ -54,8 +54,9 @@ type backend interface {
 	// held asks whether this session holds k in o's mode.
 	held(ctx context.Context, q querier, k any, o options) (bool, error)
 	// holding reports, for each hold, whether the server shows it held by
-	// its session, in one statement on a control connection of pool.
-	holding(ctx context.Context, pool *sql.DB, holds []watchedHold) ([]bool, error)
+	// its session, or the session alive without it, or the session gone,
+	// in one statement on the control connection c.
+	holding(ctx context.Context, c *sql.Conn, holds []watchedHold) ([]holdStatus, error)
 	// checkSession refuses a session whose server cannot lock correctly
 	// (a PostgreSQL hot standby); dlock calls it before the session's
 	// first lock statement, and again until it passes.

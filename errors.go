@@ -60,26 +60,96 @@ var (
 	ErrDeadlock = errors.New("dlock: deadlock")
 )
 
-// Why a Lock's hold is gone, as its next call reports it.
+// Why a Lock's hold is gone, as its next call reports it: each names what
+// happened.
 var (
-	errNotHeldByServer = fmt.Errorf("%w: the server says the session does not hold it (its locks were dropped behind dlock's back)", ErrLockLost)
-	errTxDone          = fmt.Errorf("%w: its transaction ended", ErrLockLost)
-	errSessionBusy     = fmt.Errorf("%w: the session stayed busy with another statement, so dlock discarded it", ErrLockLost)
-	errPinClosed       = fmt.Errorf("%w: its session went back to the pool while the lock was held; dlock releases the lock the next time it uses that session: %w", ErrLeaked, ErrLockLost)
-	errUnconfirmed     = fmt.Errorf("%w: the server could not be asked whether it still holds it for longer than ReleaseTimeout", ErrLockLost)
-	errPinReused       = fmt.Errorf("%w: its session went back to the pool while the lock was held, and dlock released the lock when it next used that session: %w", ErrLeaked, ErrLockLost)
+	errDroppedBySQL = fmt.Errorf("%w: its session is alive but no longer holds it: SQL on the session released it (pg_advisory_unlock_all, RELEASE_ALL_LOCKS, an unlock by hand)", ErrLockLost)
+	errSessionEnded = fmt.Errorf("%w: its session ended on the server (terminated, killed, or reaped by an idle timeout)", ErrLockLost)
+	errTxEnded      = fmt.Errorf("%w: its transaction ended", ErrLockLost)
+	errSessionBusy  = fmt.Errorf("%w: the session stayed busy with another statement, so dlock discarded it", ErrLockLost)
+	errPinClosed    = fmt.Errorf("%w: its session went back to the pool while the lock was held; dlock releases the lock the next time it uses that session: %w", ErrLeaked, ErrLockLost)
+	errUnconfirmed  = fmt.Errorf("%w: the server could not be asked whether it still holds it for longer than ReleaseTimeout, so it is reported lost before the server can free it", ErrLockLost)
+	errPinReused    = fmt.Errorf("%w: its session went back to the pool while the lock was held, and dlock released the lock when it next used that session: %w", ErrLeaked, ErrLockLost)
 )
+
+// lostCause is the loss an error that ended the session means, naming
+// what ended it where the server said so: terminated (PostgreSQL 57P01,
+// MySQL 1053/1927 killed or shut down), or reaped by an idle timeout
+// (57P05 idle_session_timeout, 25P03 idle_in_transaction_session_timeout,
+// MySQL 4031 wait_timeout). The server's error stays reachable.
+func lostCause(err error) error {
+	if errors.Is(err, ErrLockLost) {
+		return err
+	}
+	why := "its session ended or its connection broke"
+	switch st := sqlState(err); st {
+	case "57P01", "57P02", "57P03":
+		why = "its session was terminated by the server (pg_terminate_backend, or a shutdown)"
+	case "57P05":
+		why = "the server reaped its idle session (idle_session_timeout)"
+	case "25P03":
+		why = "the server reaped its session idle in a transaction (idle_in_transaction_session_timeout)"
+	case "":
+		switch n, _ := mysqlErrNumber(err); n {
+		case erClientInteractionTmo:
+			why = "the server reaped its idle session (wait_timeout)"
+		case erServerShutdown, erConnectionKilled:
+			why = "its session was killed or the server shut down"
+		}
+	}
+	return fmt.Errorf("%w: %s: %w", ErrLockLost, why, err)
+}
+
+// oneLine returns err with the "dlock: " prefix said once: errors that
+// wrap one another each start with it ("dlock: not acquired: dlock: lock
+// lost: ..."), and a person reads one line with one prefix. The result
+// matches everything err matches. The exported calls return through it.
+func oneLine(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	first := strings.Index(msg, "dlock: ")
+	if first < 0 || !strings.Contains(msg[first+1:], "dlock: ") {
+		return err
+	}
+	head, tail := msg[:first+len("dlock: ")], msg[first+len("dlock: "):]
+	return &prefixed{err: err, msg: head + strings.ReplaceAll(tail, "dlock: ", "")}
+}
+
+// prefixed is an error with its message said once (see oneLine).
+type prefixed struct {
+	err error
+	msg string
+}
+
+func (p *prefixed) Error() string { return p.msg }
+func (p *prefixed) Unwrap() error { return p.err }
 
 // joinErrors joins the non-nil errs into one error that matches each of
 // them with [errors.Is] and reads as one line: "first; second". It
 // returns nil when every err is nil, and the error itself when only one
 // is not.
+//
+// An error that another one wraps is said once: fn returning its
+// context's cause, which the release then reports too, reads as one loss.
 func joinErrors(errs ...error) error {
 	var j joined
+next:
 	for _, err := range errs {
-		if err != nil {
-			j = append(j, err)
+		if err == nil {
+			continue
 		}
+		for i, k := range j {
+			switch {
+			case errors.Is(k, err):
+				continue next // k says it already
+			case errors.Is(err, k):
+				j[i] = err // err says k and more
+				continue next
+			}
+		}
+		j = append(j, err)
 	}
 	switch len(j) {
 	case 0:

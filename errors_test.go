@@ -3,6 +3,7 @@ package dlock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -43,5 +44,37 @@ func TestJoinErrors(t *testing.T) {
 	}
 	if got, want := err.Error(), "dlock: lock lost; context canceled; first line; second line"; got != want {
 		t.Fatalf("joinErrors(...).Error() = %q, want %q", got, want)
+	}
+}
+
+func TestOneLine(t *testing.T) {
+	driver := errors.New("FATAL: terminating connection (SQLSTATE 57P01)")
+	err := oneLine(fmt.Errorf("%w: %w", ErrNotAcquired, lostCause(driver)))
+	want := "dlock: not acquired: lock lost: its session ended or its connection broke: FATAL: terminating connection (SQLSTATE 57P01)"
+	if err.Error() != want {
+		t.Errorf("oneLine() = %q, want %q", err, want)
+	}
+	for _, target := range []error{ErrNotAcquired, ErrLockLost, driver} {
+		if !errors.Is(err, target) {
+			t.Errorf("oneLine() does not match %v", target)
+		}
+	}
+	if got := oneLine(ErrLockLost); got != ErrLockLost {
+		t.Errorf("oneLine(ErrLockLost) = %#v, want it unchanged", got)
+	}
+}
+
+func TestJoinErrorsSaysEachOnce(t *testing.T) {
+	lost := fmt.Errorf("%w: its session ended", ErrLockLost)
+	fnErr := fmt.Errorf("work: %w", lost)
+	if got := joinErrors(fnErr, lost); got != fnErr {
+		t.Errorf("joinErrors(fn's error wrapping the loss, the loss) = %v, want fn's error alone", got)
+	}
+	if got := joinErrors(lost, oneLine(lost)); got.Error() != lost.Error() {
+		t.Errorf("joinErrors(the loss twice) = %q, want it once", got)
+	}
+	other := errors.New("dlock: something else")
+	if got := joinErrors(lost, other); !errors.Is(got, other) || !errors.Is(got, lost) {
+		t.Errorf("joinErrors(two errors) = %v, want both", got)
 	}
 }

@@ -11,8 +11,21 @@ import (
 	"gorm.io/gorm"
 )
 
-// state is where a Lock is in its life. Every transition happens under
-// Lock.stateMu; statements run outside it, so Acquired never blocks.
+// state is where a Lock is in its life. Every change of state goes
+// through one of the transition methods below, under Lock.stateMu;
+// statements run outside it, so Acquired never blocks.
+//
+//	from              to          method                 when
+//	idle, lost        acquiring   toAcquiringStateLocked Acquire begins
+//	acquiring         held        toHeldStateLocked      the server granted it
+//	acquiring         idle        toIdleStateLocked      no grant
+//	held, lost        releasing   (Release)              Release begins
+//	releasing         held        (Release)              25P02: still held
+//	releasing         idle        toIdleStateLocked      Release ends
+//	held              lost        toLostStateLocked      a loss found: a check, a statement, a discard, a stale pin
+//	held (Xact)       idle        toLostStateLocked      the transaction ended: no loss
+//	held              idle        toIdleStateLocked      released as leaked (Connection, WithLock)
+//	lost              idle        toIdleStateLocked      Close after Held told the loss; an Xact Release or Close
 //
 // Two mutexes, two suffixes: a helper named ...Locked needs the session
 // mutex (session.sem, held around every dlock statement sequence on a
@@ -196,6 +209,12 @@ func (l *Lock) Acquired() bool {
 // [ErrLockLost] means the session is gone (Acquired reports false too).
 // For an [Xact] lock it returns (false, nil) once the transaction is done.
 func (l *Lock) Held(ctx context.Context) (bool, error) {
+	held, err := l.held(ctx)
+	return held, oneLine(err)
+}
+
+// held is Held.
+func (l *Lock) held(ctx context.Context) (bool, error) {
 	if l == nil {
 		return false, fmt.Errorf("%w: nil *Lock", ErrNotHeld)
 	}
@@ -209,21 +228,26 @@ func (l *Lock) Held(ctx context.Context) (bool, error) {
 		return true, nil
 	}
 	l.stateMu.Lock()
-	var lost bool
-	var since time.Time
+	var lost loss
 	if l.state == stateHeld && err == nil {
 		s.removeLocked(l.seq)
-		// An Xact lock ends with its (sub)transaction: no loss.
-		since, lost = l.loseStateLocked(errNotHeldByServer)
+		lost = l.toLostStateLocked(l.notHeldWhy())
 	}
 	if l.state == stateLost && (err == nil || errors.Is(err, ErrLockLost)) {
 		l.lossTold = true // Close has nothing more to say
 	}
 	l.stateMu.Unlock()
-	if lost {
-		l.reportLost(errNotHeldByServer, since)
-	}
+	lost.report()
 	return false, err
+}
+
+// notHeldWhy is why a hold the live session no longer has is gone: SQL on
+// the session dropped it, or for an Xact lock its transaction ended.
+func (l *Lock) notHeldWhy() error {
+	if l.mode.xact {
+		return errTxEnded
+	}
+	return errDroppedBySQL
 }
 
 // heldLocked runs the held statement and settles what its error means.
@@ -240,7 +264,7 @@ func (l *Lock) heldLocked(ctx context.Context) (held bool, err error) {
 	case err == nil:
 		return held, nil
 	case l.tx == txOpen && errors.Is(err, sql.ErrTxDone):
-		l.sess.loseLocked(errTxDone)
+		l.sess.loseLocked(errTxEnded)
 		return false, nil
 	}
 	if lost := l.sessionFailedLocked(err); lost != nil {
@@ -275,49 +299,79 @@ func (l *Lock) Done() <-chan struct{} {
 // markLost tells l that its hold is gone, and why, if it holds one.
 func (l *Lock) markLost(why error) {
 	l.stateMu.Lock()
-	var lost bool
-	var since time.Time
+	var lost loss
 	if l.state == stateHeld {
-		since, lost = l.loseStateLocked(why)
+		lost = l.toLostStateLocked(why)
 	}
 	l.stateMu.Unlock()
-	if lost {
-		l.reportLost(why, since)
-	}
+	lost.report()
 }
 
-// lostByCheck is markLost from the monitor, for hold generation gen only.
-func (l *Lock) lostByCheck(gen uint64, why error) {
+// lostByCheck is markLost from the monitor, for hold generation gen
+// only. It signals the loss (Done, fn's context) and returns the report
+// for the monitor to make once every lost hold of its round is signalled.
+func (l *Lock) lostByCheck(gen uint64, why error) loss {
 	l.stateMu.Lock()
-	var lost bool
-	var since time.Time
+	defer l.stateMu.Unlock()
 	if l.state == stateHeld && l.holdGen == gen {
-		since, lost = l.loseStateLocked(why)
+		return l.toLostStateLocked(why)
 	}
-	l.stateMu.Unlock()
-	if lost {
-		l.reportLost(why, since)
-	}
+	return loss{}
 }
 
-// loseStateLocked moves a held Lock to lost and tells fn's context; it
-// returns when the hold began and whether it is a loss to report (an Xact
-// lock that ended with its transaction is none), which the caller does
-// once it has let go of l.stateMu. The
-// caller holds l.stateMu.
-func (l *Lock) loseStateLocked(why error) (since time.Time, lost bool) {
-	since = l.heldSince
-	l.state, l.lostErr, l.heldSince, l.lossTold = stateLost, why, time.Time{}, false
-	if l.mode.xact && (errors.Is(why, errTxDone) || errors.Is(why, errNotHeldByServer)) {
-		// A transaction-level lock ends with its (sub)transaction.
-		l.state, l.lostErr = stateIdle, nil
+// toAcquiringStateLocked marks an Acquire running.
+func (l *Lock) toAcquiringStateLocked() { l.state = stateAcquiring }
+
+// toReleasingStateLocked marks a Release running.
+func (l *Lock) toReleasingStateLocked() { l.state = stateReleasing }
+
+// toHeldStateLocked records a grant, and when it happened.
+func (l *Lock) toHeldStateLocked() {
+	l.state, l.lostErr, l.lossTold, l.heldSince = stateHeld, nil, false, time.Now()
+}
+
+// toIdleStateLocked ends whatever l had: its hold, its loss, its Done
+// channel and its loss check.
+func (l *Lock) toIdleStateLocked() {
+	l.state, l.lostErr, l.lossTold, l.heldSince = stateIdle, nil, false, time.Time{}
+	l.endHoldStateLocked()
+}
+
+// toLostStateLocked moves a held Lock to lost and signals it at once:
+// Done is closed and fn's context ends with why as its cause. It returns
+// the report to make once l.stateMu is let go (the Observer and the
+// Logger), empty when there is none: an Xact lock whose transaction ended
+// is not lost, and goes back to idle.
+func (l *Lock) toLostStateLocked(why error) loss {
+	if l.mode.xact && errors.Is(why, errTxEnded) {
+		l.toIdleStateLocked()
+		return loss{}
 	}
-	lost = l.state == stateLost
-	if l.onLost != nil && lost {
+	lost := loss{l: l, why: why}
+	if !l.heldSince.IsZero() {
+		lost.held = time.Since(l.heldSince)
+	}
+	l.state, l.lostErr, l.lossTold, l.heldSince = stateLost, why, false, time.Time{}
+	if l.onLost != nil {
 		l.onLost(why)
 	}
 	l.endHoldStateLocked()
-	return since, lost
+	return lost
+}
+
+// loss is a lost hold to report to the Observer and the Logger.
+type loss struct {
+	l    *Lock
+	why  error
+	held time.Duration
+}
+
+// report tells the Observer and the Logger of the loss, if there is one.
+// The caller must not hold the Lock's stateMu.
+func (x loss) report() {
+	if x.l != nil {
+		x.l.reportLost(x.why, x.held)
+	}
 }
 
 // endHoldStateLocked closes the current hold's Done channel and stops its
@@ -345,8 +399,7 @@ func (l *Lock) releasedAsLeak(ctx context.Context) {
 	l.stateMu.Lock()
 	held, since := l.state == stateHeld, l.heldSince
 	if held {
-		l.state, l.lostErr, l.heldSince = stateIdle, nil, time.Time{}
-		l.endHoldStateLocked()
+		l.toIdleStateLocked()
 	}
 	l.stateMu.Unlock()
 	if held {

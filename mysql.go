@@ -153,34 +153,57 @@ func (*mysqlBackend) held(ctx context.Context, q querier, k any, _ options) (boo
 }
 
 // holding asks IS_USED_LOCK of every name held, in one statement, and
-// compares the holder's connection id with each hold's session.
-func (*mysqlBackend) holding(ctx context.Context, pool *sql.DB, holds []watchedHold) ([]bool, error) {
+// compares the holder's connection id with each hold's session; the last
+// column lists which of those sessions are still there (the pool's user
+// sees its own sessions in the processlist).
+func (*mysqlBackend) holding(ctx context.Context, c *sql.Conn, holds []watchedHold) ([]holdStatus, error) {
 	col := make(map[string]int)
-	var q strings.Builder
+	ids := make(map[int64]bool)
+	var q, in strings.Builder
 	q.WriteString("SELECT ")
 	for _, h := range holds {
+		if !ids[h.sessionID] {
+			if len(ids) > 0 {
+				in.WriteString(",")
+			}
+			ids[h.sessionID] = true
+			in.WriteString(strconv.FormatInt(h.sessionID, 10))
+		}
 		lit := h.stmtKey.(*mysqlStmts).lit
 		if _, ok := col[lit]; ok {
 			continue
 		}
-		if len(col) > 0 {
-			q.WriteString(", ")
-		}
 		col[lit] = len(col)
-		q.WriteString("IS_USED_LOCK(" + lit + ")")
+		q.WriteString("IS_USED_LOCK(" + lit + "), ")
 	}
+	q.WriteString("(SELECT GROUP_CONCAT(ID) FROM information_schema.PROCESSLIST WHERE ID IN (" + in.String() + "))")
 	owners := make([]sql.NullInt64, len(col))
-	dest := make([]any, len(col))
+	dest := make([]any, len(col)+1)
 	for i := range owners {
 		dest[i] = &owners[i]
 	}
-	if err := pool.QueryRowContext(ctx, q.String()).Scan(dest...); err != nil {
+	var alive sql.NullString
+	dest[len(col)] = &alive
+	if err := c.QueryRowContext(ctx, q.String()).Scan(dest...); err != nil {
 		return nil, err
 	}
-	out := make([]bool, len(holds))
+	living := make(map[int64]bool)
+	for _, f := range strings.Split(alive.String, ",") {
+		if id, err := strconv.ParseInt(f, 10, 64); err == nil {
+			living[id] = true
+		}
+	}
+	out := make([]holdStatus, len(holds))
 	for i, h := range holds {
 		o := owners[col[h.stmtKey.(*mysqlStmts).lit]]
-		out[i] = o.Valid && o.Int64 == h.sessionID
+		switch {
+		case o.Valid && o.Int64 == h.sessionID:
+			out[i] = holdHeld
+		case living[h.sessionID]:
+			out[i] = holdDropped
+		default:
+			out[i] = holdSessionEnd
+		}
 	}
 	return out, nil
 }

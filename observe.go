@@ -179,15 +179,12 @@ func (l *Lock) released(ctx context.Context, since time.Time, err error) {
 		slog.Int64("session", e.SessionID), slog.Duration("held", e.Held))
 }
 
-// reportLost tells the Observer and the Logger that a hold was found lost.
-// The caller must not hold l.stateMu.
-func (l *Lock) reportLost(why error, since time.Time) {
+// reportLost tells the Observer and the Logger that a hold was found lost
+// after held. The caller must not hold l.stateMu.
+func (l *Lock) reportLost(why error, held time.Duration) {
 	var e ReleaseEvent
 	e.Key, e.DBKey, e.Mode, e.SessionID = l.event()
-	if !since.IsZero() {
-		e.Held = time.Since(since)
-	}
-	e.Err = why
+	e.Held, e.Err = held, why
 	if obs := l.reg.cfg.Observer; obs != nil {
 		obs.Lost(e)
 	}

@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// errSessionEnded is joined to a short statement's error when the
+// errOutlived is joined to a short statement's error when the
 // statement outlived its bound and dlock ended the session.
-var errSessionEnded = errors.New("dlock: a statement outlived its bound; the session was ended from a control connection")
+var errOutlived = errors.New("dlock: a statement outlived its bound; the session was ended from a control connection")
 
 // statementBound is the bound of a short statement (release, one try, held):
 // the Plugin's ReleaseTimeout, or ctx's deadline if that is later.
@@ -43,13 +43,19 @@ func (b *binding) driverBoundCtx(ctx context.Context) (context.Context, context.
 // Ending the session ends its locks, so the outcome is known: the session
 // is lost. Without the id the driver keeps the bound, through a deadline.
 func (b *binding) bounded(ctx context.Context, fn func(context.Context) error) error {
+	return b.boundedWithin(ctx, b.statementBound(ctx), fn)
+}
+
+// boundedWithin is bounded with the bound d: shorter than statementBound
+// for the try of an Acquire whose Timeout or deadline ends first.
+func (b *binding) boundedWithin(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
 	s := b.sess
 	if s.id == 0 {
-		qctx, cancel := b.driverBoundCtx(ctx)
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
 		defer cancel()
 		return fn(qctx)
 	}
-	s.overrun.arm(b, s.id, b.statementBound(ctx))
+	s.overrun.arm(b, s.id, d)
 	if ctx.Done() != nil {
 		ctx = context.WithoutCancel(ctx)
 	}
@@ -57,7 +63,7 @@ func (b *binding) bounded(ctx context.Context, fn func(context.Context) error) e
 	if s.overrun.stop() {
 		return err
 	}
-	return joinErrors(errSessionEnded, err)
+	return joinErrors(errOutlived, err)
 }
 
 // overrunGuard ends a session whose short statement outlives its bound. One
@@ -161,9 +167,12 @@ func (g *overrunGuard) fire() {
 // is lost whatever the driver said.
 func (b *binding) classify(err error) failure {
 	switch {
-	case errors.Is(err, errSessionEnded):
+	case errors.Is(err, errOutlived):
 		return failLost
 	case b.pin != nil && errors.Is(err, sql.ErrConnDone):
+		if b.sess.connClosed() {
+			return failLost // database/sql closed it: the session is gone
+		}
 		// The session is fine; this Lock's pin of it is over.
 		return failPinClosed
 	}

@@ -43,11 +43,13 @@ type Plugin struct {
 	// CheckInterval is how often dlock asks the server, from a control
 	// connection of the pool, whether the locks held through the pool are
 	// still held: one statement per interval for all of them, only while
-	// some are held. A lock found gone ends its Lock's Done channel and
-	// WithLock's context. A check that fails is retried; when checks
-	// keep failing for ReleaseTimeout, the held locks are reported lost,
-	// since none can be confirmed. Negative: no checks (a loss is then
-	// found only by dlock's own statements). Default (zero): 500 ms.
+	// some are held. The check keeps that session of the pool while locks
+	// are held (it counts toward SetMaxOpenConns), so that a pool at its
+	// limit cannot starve it. A lock found gone ends its Lock's Done
+	// channel and WithLock's context. A check that fails is retried; when
+	// checks keep failing for ReleaseTimeout, the held locks are reported
+	// lost, since none can be confirmed. Negative: no checks (a loss is
+	// then found only by dlock's own statements). Default (zero): 500 ms.
 	CheckInterval time.Duration
 	// ServerKeepalive is how soon a PostgreSQL server notices that the
 	// client of a session dlock locked on has vanished from the network,

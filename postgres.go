@@ -268,11 +268,13 @@ func (pgBackend) held(ctx context.Context, q querier, k any, o options) (bool, e
 // then check (see pgVerifiedPID).
 // pgHoldingSQL lists the advisory locks on bigint keys that the backends
 // in $1 (a comma-separated list of pids) hold, with the key rebuilt from
-// its two halves.
+// its two halves, then each of those backends that is still there, with
+// a NULL key.
 const pgHoldingSQL = "SELECT pid, (classid::bigint << 32) | objid::bigint, mode = 'ShareLock' FROM pg_locks" +
-	" WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = ANY (string_to_array($1, ',')::int[])"
+	" WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = ANY (string_to_array($1, ',')::int[])" +
+	" UNION ALL SELECT pid, NULL, NULL FROM pg_stat_activity WHERE pid = ANY (string_to_array($1, ',')::int[])"
 
-func (pgBackend) holding(ctx context.Context, pool *sql.DB, holds []watchedHold) ([]bool, error) {
+func (pgBackend) holding(ctx context.Context, c *sql.Conn, holds []watchedHold) ([]holdStatus, error) {
 	type held struct {
 		pid    int64
 		key    int64
@@ -286,25 +288,41 @@ func (pgBackend) holding(ctx context.Context, pool *sql.DB, holds []watchedHold)
 			pids = append(pids, strconv.FormatInt(h.sessionID, 10))
 		}
 	}
-	rows, err := pool.QueryContext(ctx, pgHoldingSQL, strings.Join(pids, ","))
+	rows, err := c.QueryContext(ctx, pgHoldingSQL, strings.Join(pids, ","))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	shown := make(map[held]bool)
+	alive := make(map[int64]bool)
 	for rows.Next() {
-		var h held
-		if err := rows.Scan(&h.pid, &h.key, &h.shared); err != nil {
+		var (
+			pid    int64
+			key    sql.NullInt64
+			shared sql.NullBool
+		)
+		if err := rows.Scan(&pid, &key, &shared); err != nil {
 			return nil, err
 		}
-		shown[h] = true
+		if key.Valid {
+			shown[held{pid, key.Int64, shared.Bool}] = true
+		} else {
+			alive[pid] = true
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	out := make([]bool, len(holds))
+	out := make([]holdStatus, len(holds))
 	for i, h := range holds {
-		out[i] = shown[held{h.sessionID, h.dbKey.(int64), h.shared}]
+		switch {
+		case shown[held{h.sessionID, h.dbKey.(int64), h.shared}]:
+			out[i] = holdHeld
+		case alive[h.sessionID]:
+			out[i] = holdDropped
+		default:
+			out[i] = holdSessionEnd
+		}
 	}
 	return out, nil
 }
@@ -393,7 +411,7 @@ func (pgBackend) classify(err error) failure {
 		return failDeadlock
 	case st == "25P02":
 		return failTxAborted
-	case st == "57P01", st == "57P02", st == "57P03", st == "57P05", strings.HasPrefix(st, "08"):
+	case st == "57P01", st == "57P02", st == "57P03", st == "57P05", st == "25P03", strings.HasPrefix(st, "08"):
 		return failLost
 	case st == "" && errors.Is(err, sql.ErrTxDone):
 		return failOther

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 )
 
 // Release releases this Lock's hold. It blocks for one statement on the
@@ -28,6 +27,11 @@ import (
 // An [Xact] lock cannot be released early: Release returns an error
 // matching [ErrUnsupported] and the lock ends with its transaction.
 func (l *Lock) Release(ctx context.Context) error {
+	return oneLine(l.releaseHold(ctx))
+}
+
+// releaseHold is Release.
+func (l *Lock) releaseHold(ctx context.Context) error {
 	if l == nil {
 		return fmt.Errorf("%w: nil *Lock", ErrNotHeld)
 	}
@@ -38,14 +42,14 @@ func (l *Lock) Release(ctx context.Context) error {
 		l.stateMu.Unlock()
 		return ErrNotHeld
 	case l.mode.xact && l.state == stateLost:
-		l.state, l.lostErr = stateIdle, nil
+		l.toIdleStateLocked()
 		l.stateMu.Unlock()
 		return lost
 	case l.mode.xact:
 		l.stateMu.Unlock()
 		return fmt.Errorf("%w: a transaction-level lock is released when its transaction ends", ErrUnsupported)
 	}
-	l.state = stateReleasing
+	l.toReleasingStateLocked()
 	l.stateMu.Unlock()
 
 	// A lost hold may still be in the session's book, and, when the loss
@@ -55,10 +59,9 @@ func (l *Lock) Release(ctx context.Context) error {
 	l.stateMu.Lock()
 	since := l.heldSince
 	if stillHeld && lost == nil {
-		l.state = stateHeld
+		l.state = stateHeld // 25P02: the release could not run; still held
 	} else {
-		l.state, l.lostErr, l.heldSince = stateIdle, nil, time.Time{}
-		l.endHoldStateLocked()
+		l.toIdleStateLocked()
 	}
 	l.stateMu.Unlock()
 	if lost != nil {
@@ -98,7 +101,7 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 	case err == nil && ok:
 		return false, nil
 	case err == nil:
-		return false, errNotHeldByServer
+		return false, l.notHeldWhy()
 	case l.classify(err) == failTxAborted:
 		s.addLocked(l)
 		return true, fmt.Errorf("dlock: cannot release inside a failed transaction; the lock is still held, release it after the rollback: %w", err)
@@ -124,6 +127,11 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 // that error once, as Release does, unless Held has reported the loss
 // already; a later Close returns nil.
 func (l *Lock) Close(ctx context.Context) error {
+	return oneLine(l.close(ctx))
+}
+
+// close is Close.
+func (l *Lock) close(ctx context.Context) error {
 	if l == nil {
 		return nil
 	}
@@ -134,8 +142,7 @@ func (l *Lock) Close(ctx context.Context) error {
 		// loss Held reported has nothing left to release.
 		lost, told := l.lostErr, l.lossTold
 		if st == stateHeld || st == stateLost {
-			l.state, l.lostErr, l.lossTold = stateIdle, nil, false
-			l.endHoldStateLocked()
+			l.toIdleStateLocked()
 		}
 		l.stateMu.Unlock()
 		if told {
@@ -147,7 +154,7 @@ func (l *Lock) Close(ctx context.Context) error {
 	if st != stateHeld && st != stateLost {
 		return nil
 	}
-	err := l.Release(ctx)
+	err := l.releaseHold(ctx)
 	if errors.Is(err, ErrNotHeld) {
 		return nil // released concurrently
 	}
@@ -173,11 +180,7 @@ func (l *Lock) sessionFailedLocked(err error) error {
 func (b *binding) failedLocked(err error) error {
 	switch b.classify(err) {
 	case failLost:
-		if errors.Is(err, ErrLockLost) {
-			b.discardLocked(err)
-			return err
-		}
-		why := fmt.Errorf("%w: %w", ErrLockLost, err)
+		why := lostCause(err)
 		b.discardLocked(why)
 		return why
 	case failPinClosed:

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"sync/atomic"
 	"time"
+	"unsafe"
 	"weak"
 
 	"gorm.io/gorm"
@@ -23,11 +24,13 @@ import (
 // A session holds no reference to its connection, *sql.Conn or *sql.Tx,
 // so that the weak registries below can forget it once they are gone.
 type session struct {
-	sem    chan struct{} // the per-session mutex; ctx-aware
-	nextID atomic.Uint64 // Lock sequence numbers
-	pins   atomic.Uint64 // pin generations handed out
-	idSeen atomic.Int64  // id, for readers without the session mutex
-	pg     pgConnView    // pgx's PgConn behind the session, if any; set once
+	sem    chan struct{}      // the per-session mutex; ctx-aware
+	nextID atomic.Uint64      // Lock sequence numbers
+	pins   atomic.Uint64      // pin generations handed out
+	idSeen atomic.Int64       // id, for readers without the session mutex
+	pg     pgConnView         // pgx's PgConn behind the session, if any; set once
+	dc     weak.Pointer[byte] // the driver connection, for connClosed; set once
+	dcType reflect.Type       // its pointer type
 
 	// Guarded by sem.
 	overrun overrunGuard
@@ -119,6 +122,7 @@ func physicalSession(c *sql.Conn) *session {
 			s := newSession()
 			s.overrun.netConn = networkConn(driverConn)
 			s.pg = pgConnOf(driverConn)
+			s.dc, s.dcType = weak.Make(dc), v.Type()
 			return s
 		})
 		return nil
@@ -127,6 +131,18 @@ func physicalSession(c *sql.Conn) *session {
 		return newSession()
 	}
 	return s
+}
+
+// connClosed reports whether the driver closed the session's connection
+// (driver.Validator says it is not valid, as after the server ended the
+// session), as opposed to a *sql.Conn that merely went back to the pool.
+func (s *session) connClosed() bool {
+	p := s.dc.Value()
+	if p == nil || s.dcType == nil {
+		return s.dcType != nil // collected: closed; unknown: no
+	}
+	v, ok := reflect.NewAt(s.dcType.Elem(), unsafe.Pointer(p)).Interface().(driver.Validator)
+	return ok && !v.IsValid()
 }
 
 // tryLock takes the session mutex if it is free.

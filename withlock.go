@@ -59,10 +59,10 @@ func WithLock(ctx context.Context, db *gorm.DB, key any, fn func(tx *gorm.DB) er
 		ctx = obs.WithLockStart(ctx, key)
 		err = errPanicked // what WithLockEnd hears if fn panics
 		defer func() { obs.WithLockEnd(ctx, err) }()
-		err = withLock(ctx, db, reg, key, fn, o)
+		err = oneLine(withLock(ctx, db, reg, key, fn, o))
 		return err
 	}
-	return withLock(ctx, db, reg, key, fn, o)
+	return oneLine(withLock(ctx, db, reg, key, fn, o))
 }
 
 // errPanicked is the error the Observer's WithLockEnd gets when fn
@@ -126,7 +126,18 @@ func lockAndRun(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc, 
 	// fn's context ends when the lock is found lost, with the reason as
 	// its cause.
 	l.notifyLost(lost)
-	return runThen(func() error { return fn(tx) }, func() error { return l.Close(quiet(ctx)) })
+	return runThen(func() error { return l.settle(fn(tx)) }, func() error { return l.Close(quiet(ctx)) })
+}
+
+// settle looks at the error fn returned: one that says the session ended
+// is a loss of the lock, told at once. It matters for an Xact lock, whose
+// Close sends nothing: without it a killed holder would hear only the
+// driver's error.
+func (l *Lock) settle(err error) error {
+	if err != nil && l.mode.xact && l.classify(err) == failLost {
+		l.markLost(lostCause(err))
+	}
+	return err
 }
 
 // Connection is db.Connection that cleans up after fn: every session lock
@@ -149,7 +160,7 @@ func Connection(ctx context.Context, db *gorm.DB, fn func(tx *gorm.DB) error) er
 		// No dlock Lock can be made on it: plain db.Connection.
 		return db.WithContext(ctx).Connection(fn)
 	}
-	return connection(ctx, db, reg, nil, deadline{}, func(_ context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error { return fn(tx) })
+	return oneLine(connection(ctx, db, reg, nil, deadline{}, func(_ context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error { return fn(tx) }))
 }
 
 // connection runs fn on a pinned session (see pinSession) and releases

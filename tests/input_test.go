@@ -237,7 +237,11 @@ func TestDeadlock(t *testing.T) {
 		if w := <-winnerCh; !w.ok || w.err != nil {
 			t.Fatalf("winner Acquire() = %v, %v; want true, nil", w.ok, w.err)
 		}
-		_ = winnerFirst
+		for _, l := range []*dlock.Lock{winnerFirst, a2, b1} {
+			if err := l.Close(context.Background()); err != nil {
+				t.Fatalf("Close() = %v", err)
+			}
+		}
 	})
 }
 

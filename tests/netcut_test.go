@@ -333,3 +333,49 @@ func TestNetworkCutDiscardsSession(t *testing.T) {
 		waitFree(t, b, l)
 	})
 }
+
+// An Acquire with a Timeout on a session dlock knows, with the network cut
+// before the call and the Plugin's defaults (ReleaseTimeout 5 s): its first
+// statement, the try, is bounded by the Timeout too, so the call returns
+// within the Timeout + ~1.2 s, not after ReleaseTimeout.
+func TestNetworkCutBeforeAcquire(t *testing.T) {
+	needPartitionRun(t)
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		key := b.UniqueKey(t)
+		pb, p := b.viaProxy(t)
+		db := pb.Open(t)
+		if err := db.Use(dlock.Plugin{}); err != nil {
+			t.Fatalf("db.Use: %v", err)
+		}
+		tx, _ := pin(t, db)
+		l, err := dlock.New(tx, key)
+		if err != nil {
+			t.Fatalf("New() = %v", err)
+		}
+		// A first grant makes the session known (its id, its checks), and
+		// leaves the next Acquire to start with a try.
+		mustAcquire(t, l)
+		if err := l.Release(context.Background()); err != nil {
+			t.Fatalf("Release() = %v", err)
+		}
+		busy := newLock(t, b.openLocked(t, dlock.Plugin{}), key)
+		mustAcquire(t, busy)
+		p.freeze()
+		const timeout = time.Second
+		var ok bool
+		took, err := returnsWithin(t, "Acquire", timeout+6*time.Second, func() error {
+			var err error
+			ok, err = l.Acquire(context.Background(), dlock.Timeout(timeout))
+			return err
+		})
+		if ok || !errors.Is(err, dlock.ErrNotAcquired) {
+			t.Fatalf("Acquire(Timeout(%v)) cut before the call = %v, %v; want false, ErrNotAcquired", timeout, ok, err)
+		}
+		// README: within its Timeout or deadline + ~1.2 s; 300 ms more for
+		// this 2-core machine.
+		if took > timeout+1500*time.Millisecond {
+			t.Fatalf("Acquire(Timeout(%v)) cut before the call took %v, want within the Timeout + 1.2 s", timeout, took)
+		}
+		t.Logf("Acquire(Timeout(%v)) cut before the call returned after %v: %v", timeout, took, err)
+	})
+}

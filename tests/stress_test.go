@@ -221,5 +221,8 @@ func TestStressCancelAroundGrant(t *testing.T) {
 		if got := b.SessionID(t, conn); got != sid {
 			t.Fatalf("session changed from %d to %d", sid, got)
 		}
+		if err := own.Release(context.Background()); err != nil {
+			t.Fatalf("Release() = %v", err)
+		}
 	})
 }
