@@ -148,6 +148,34 @@ func (l *Lock) acquireEnded(ctx context.Context, e AcquireEvent, start time.Time
 		slog.Int64("session", e.SessionID), slog.Duration("wait", e.Wait))
 }
 
+// noSession tells the Observer and the Logger of the acquire of a WithLock
+// that ended before a session could be had from the pool: an acquire that
+// did not get the lock, like any other.
+func (r registration) noSession(ctx context.Context, h *heldKey, start time.Time, err error) {
+	obs := r.cfg.Observer
+	lg := r.cfg.Logger
+	if obs == nil && (lg == nil || !lg.Enabled(ctx, slog.LevelDebug)) {
+		return
+	}
+	e := AcquireEvent{Key: h.key, DBKey: h.dbKey, Mode: modeName(h.mode)}
+	actx := ctx
+	if obs != nil {
+		actx = obs.AcquireStart(ctx, e)
+	}
+	e.Wait, e.Err = time.Since(start), err
+	e.Outcome = outcomeOf(options{wait: h.wait}, false, err)
+	if h.wait == waitTimeout && ctx.Err() == nil {
+		e.Outcome = OutcomeTimedOut // the Timeout ran out waiting for the pool
+	}
+	if obs != nil {
+		obs.AcquireEnd(actx, e)
+	}
+	if lg != nil {
+		lg.LogAttrs(ctx, slog.LevelDebug, "dlock: acquire "+e.Outcome.String(), slog.String("key", keyText(h.key)),
+			slog.Int64("session", 0), slog.Duration("wait", e.Wait))
+	}
+}
+
 // outcomeOf classifies an acquire's result.
 func outcomeOf(o options, ok bool, err error) Outcome {
 	switch {

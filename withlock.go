@@ -82,7 +82,7 @@ func withLock(ctx context.Context, db *gorm.DB, reg registration, key any, fn fu
 	if o.wait == waitTimeout {
 		by = deadline{at: time.Now().Add(o.timeout), timeout: o.timeout}
 	}
-	h := &heldKey{server: reg.server, dbKey: dbKey}
+	h := &heldKey{server: reg.server, dbKey: dbKey, key: key, mode: options{shared: o.shared, xact: o.xact}, wait: o.wait}
 	run := func(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc) error {
 		return lockAndRun(ctx, tx, lost, key, h, fn, o, by)
 	}
@@ -167,8 +167,12 @@ func Connection(ctx context.Context, db *gorm.DB, fn func(tx *gorm.DB) error) er
 // the locks fn leaves on it. fn's ctx carries h, the key fn runs under
 // (nil for Connection).
 func connection(ctx context.Context, db *gorm.DB, reg registration, h *heldKey, by deadline, fn sessionFunc) error {
+	start := time.Now()
 	base, conn, owned, err := pinSession(ctx, db, reg, by)
 	if err != nil {
+		if h != nil {
+			reg.noSession(ctx, h, start, err)
+		}
 		return err
 	}
 	if owned {
@@ -212,7 +216,7 @@ func withTransaction(ctx context.Context, db *gorm.DB, reg registration, h *held
 	if isTransaction(db) {
 		return inTx(ctx, db)
 	}
-	return connection(ctx, db, reg, nil, by, func(ctx context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error {
+	return connection(ctx, db, reg, h, by, func(ctx context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error {
 		if c, ok := tx.Statement.ConnPool.(*sql.Conn); ok {
 			if st, known := pgxTxStatus(c); known && st != 'I' {
 				return fmt.Errorf("%w: Xact: a transaction is already open on this session; pass its tx to WithLock", ErrNotPinned)
@@ -237,6 +241,10 @@ type heldKey struct {
 	server *server // the pool's
 	dbKey  any
 	parent *heldKey
+	// For the Observer, when no session could be had for the acquire.
+	key  any
+	mode options
+	wait waitMode
 }
 
 type heldCtxKey struct{}

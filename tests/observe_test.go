@@ -243,3 +243,28 @@ func TestLoggerOffCostsNothing(t *testing.T) {
 		t.Logf("allocations per Acquire+Release: %v (no Logger), %v (Warn-level Logger)", none, warn)
 	})
 }
+
+// A WithLock that ends while waiting for a pooled session is an acquire
+// that did not get the lock: the Observer hears its start and its end.
+func TestObserverNoSession(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		rec := &recorder{level: slog.LevelDebug}
+		db := b.openLocked(t, dlock.Plugin{Observer: rec, Logger: slog.New(rec)})
+		sqlDB, _ := db.DB()
+		sqlDB.SetMaxOpenConns(1)
+		_, _ = pin(t, db) // the pool's one session
+		err := dlock.WithLock(context.Background(), db, b.UniqueKey(t), func(*gorm.DB) error { return nil }, dlock.Timeout(100*time.Millisecond))
+		if !errors.Is(err, dlock.ErrNotAcquired) {
+			t.Fatalf("WithLock() with no free session = %v, want ErrNotAcquired", err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(100*time.Millisecond, cancel)
+		err = dlock.WithLock(ctx, db, b.UniqueKey(t), func(*gorm.DB) error { return nil })
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("WithLock(cancelled) with no free session = %v, want context.Canceled", err)
+		}
+		if got, want := strings.Join(rec.take(), ","), "withlock,start,end timed_out,withlock-end,withlock,start,end canceled,withlock-end"; got != want {
+			t.Fatalf("events of WithLocks that found no session = %s, want %s", got, want)
+		}
+	})
+}
