@@ -27,7 +27,7 @@ type session struct {
 	nextID atomic.Uint64 // Lock sequence numbers
 	pins   atomic.Uint64 // pin generations handed out
 	idSeen atomic.Int64  // id, for readers without the session mutex
-	pg     pgConnView    // pgx's PgConn behind the session, if any; set once
+	pg     pgConnRef     // pgx's PgConn behind the session, if any; set once
 
 	// Guarded by sem.
 	overrun overrunGuard
@@ -118,7 +118,7 @@ func physicalSession(c *sql.Conn) *session {
 		s = driverSessions.loadOrStore(dc, func() *session {
 			s := newSession()
 			s.overrun.netConn = networkConn(driverConn)
-			s.pg = pgConnOf(driverConn)
+			s.pg = pgRefOf(driverConn)
 			return s
 		})
 		return nil
