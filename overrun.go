@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"time"
+	"weak"
 )
 
 // errOutlived is joined to a short statement's error when the
@@ -110,7 +111,15 @@ func (g *overrunGuard) arm(b *binding, id int64, d time.Duration) {
 	g.running, g.deadline = true, now.Add(d)
 	switch {
 	case g.t == nil:
-		g.t = time.AfterFunc(d, g.fire)
+		// The timer holds the guard weakly: a timer still pending after
+		// the session's last statement keeps neither the session's state
+		// nor its pool in memory (a closed pool goes at the next GC).
+		wg := weak.Make(g)
+		g.t = time.AfterFunc(d, func() {
+			if g := wg.Value(); g != nil {
+				g.fire()
+			}
+		})
 	case !g.pending || g.deadline.Before(g.fireAt):
 		g.t.Reset(d)
 	default:

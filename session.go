@@ -28,7 +28,7 @@ type session struct {
 	nextID atomic.Uint64      // Lock sequence numbers
 	pins   atomic.Uint64      // pin generations handed out
 	idSeen atomic.Int64       // id, for readers without the session mutex
-	pg     pgConnView         // pgx's PgConn behind the session, if any; set once
+	pg     pgConnRef          // pgx's PgConn behind the session, if any, weakly; set once
 	dc     weak.Pointer[byte] // the driver connection, for connClosed; set once
 	dcType reflect.Type       // its pointer type
 
@@ -121,7 +121,7 @@ func physicalSession(c *sql.Conn) *session {
 		s = driverSessions.loadOrStore(dc, func() *session {
 			s := newSession()
 			s.overrun.netConn = networkConn(driverConn)
-			s.pg = pgConnOf(driverConn)
+			s.pg = pgRefOf(driverConn)
 			s.dc, s.dcType = weak.Make(dc), v.Type()
 			return s
 		})
@@ -134,9 +134,14 @@ func physicalSession(c *sql.Conn) *session {
 }
 
 // connClosed reports whether the driver closed the session's connection
-// (driver.Validator says it is not valid, as after the server ended the
-// session), as opposed to a *sql.Conn that merely went back to the pool.
+// (pgx's PgConn says so, or driver.Validator says it is not valid, as
+// after the server ended the session or a cancelled statement closed it),
+// as opposed to a *sql.Conn that merely went back to the pool.
 func (s *session) connClosed() bool {
+	if s.pg.typ != nil {
+		pg := s.pg.view()
+		return pg == nil || pg.IsClosed()
+	}
 	p := s.dc.Value()
 	if p == nil || s.dcType == nil {
 		return s.dcType != nil // collected: closed; unknown: no
