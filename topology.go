@@ -475,3 +475,83 @@ func pgUnlockOnBackend(ctx context.Context, q querier, key any, o options, pid i
 // statement runs on.
 const pgHeldPIDSQL = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'" +
 	" AND pid = $4 AND granted AND classid = $1 AND objid = $2 AND objsubid = 1 AND mode = $3)"
+
+// mysqlCheckGrant compares at, the CONNECTION_ID() a lock statement ran
+// on, with the id dlock read for the physical session behind q (no
+// allocation: the pin of q is registered already). On another server session
+// (a proxy that multiplexes sessions, or one reconfigured after db.Use), a
+// grant is undone there, as far as the statements that follow reach it,
+// and the session is reported lost: an error matching ErrLockLost and
+// ErrUnsupportedDialect, which the caller reports with ErrNotAcquired.
+func mysqlCheckGrant(ctx context.Context, q querier, lit string, granted bool, at int64) error {
+	c, ok := q.(*sql.Conn)
+	if !ok {
+		return nil
+	}
+	p, ok := connPins.load(c)
+	if !ok {
+		return nil
+	}
+	// Read under the session mutex, which the caller holds; dlock reads
+	// the id before the session's first lock statement (probeSessionID).
+	id := p.sess.idSeen.Load()
+	if id == 0 || id == at {
+		return nil
+	}
+	e := &mysqlMovedError{id: id, at: at, granted: granted}
+	if granted {
+		e.undone = mysqlUndoOn(ctx, q, lit, at)
+	}
+	return e
+}
+
+// mysqlUndoTries bounds the statements that try to reach the server
+// session of a stray grant.
+const mysqlUndoTries = 3
+
+// mysqlUndoOn releases the lock lit on server session at, by a statement
+// that releases only there (RELEASE_LOCK on any other session could free
+// another client's hold of the same name), sent until it lands there or
+// mysqlUndoTries have landed elsewhere. A proxy that pins a client after
+// its GET_LOCK, as ProxySQL does, sends the first one there.
+func mysqlUndoOn(ctx context.Context, q querier, lit string, at int64) bool {
+	id := strconv.FormatInt(at, 10)
+	stmt := "SELECT IF(CONNECTION_ID() = " + id + ", RELEASE_LOCK(" + lit + "), NULL), CONNECTION_ID()"
+	for range mysqlUndoTries {
+		var (
+			released sql.NullInt64
+			on       int64
+		)
+		if err := q.QueryRowContext(ctx, stmt).Scan(&released, &on); err != nil {
+			return false
+		}
+		if on == at {
+			return released.Valid && released.Int64 == 1
+		}
+	}
+	return false
+}
+
+// mysqlMovedError is a MySQL lock statement that ran on server session
+// at instead of the session's own id.
+type mysqlMovedError struct {
+	id, at          int64
+	granted, undone bool
+}
+
+func (e *mysqlMovedError) Error() string {
+	var grant string
+	switch {
+	case e.undone:
+		grant = "; the lock it granted there was released there"
+	case e.granted:
+		grant = "; the lock it granted there could not be released there, and stays held until that server session ends"
+	}
+	return fmt.Sprintf("%s: the lock statement ran on server session %d, not on the session's own %d, as behind a proxy that multiplexes sessions%s; the session is discarded; connect to the server directly, or give each client its own server session", ErrUnsupportedDialect, e.at, e.id, grant)
+}
+
+// Is matches ErrUnsupportedDialect, ErrLockLost (the session is
+// discarded, with every hold on it) and errSessionMoved.
+func (e *mysqlMovedError) Is(target error) bool {
+	return target == ErrUnsupportedDialect || target == ErrLockLost || target == errSessionMoved
+}
