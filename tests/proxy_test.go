@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,6 +165,57 @@ func useThenMultiplex(t *testing.T, b *testDB, mode proxyMode) (*mysqlProxy, *go
 	}
 	p.setMode(mode)
 	return p, db
+}
+
+// A grant on another server session than the one dlock learned for the
+// session is caught by the lock statement itself, which carries
+// CONNECTION_ID() back: Acquire reports it (ErrNotAcquired and
+// ErrUnsupportedDialect), the grant is released on the server session
+// that holds it, and the session is discarded (before issue 18: Acquire
+// returned true, holding the lock on a server session dlock did not know,
+// so its cancel and its held checks went to another one).
+func TestMySQLProxyGrantOnAnotherBackend(t *testing.T) {
+	eachMySQL(t, func(t *testing.T, b *testDB) {
+		p, db := useThenMultiplex(t, b, proxyPinOnLock)
+		tx, _ := pin(t, db)
+		key := b.UniqueKey(t)
+		l, err := dlock.New(tx, key)
+		if err != nil {
+			t.Fatalf("New() = %v", err)
+		}
+		defer l.Close(context.Background())
+		// Round robin over two free server sessions: the session id is
+		// read on one, GET_LOCK runs on the other, which the proxy pins.
+		ok, err := l.Acquire(context.Background(), dlock.NoWait())
+		if ok {
+			held, owner := b.HeldByMySQL(t, key)
+			t.Fatalf("Acquire() = true, %v through a proxy that ran GET_LOCK on another server session (held: %v by %d)", err, held, owner)
+		}
+		if !errors.Is(err, dlock.ErrNotAcquired) {
+			t.Fatalf("Acquire() = %v, want ErrNotAcquired", err)
+		}
+		wantRefused(t, "Acquire()", err, "ran on server session", "multiplexes", "released there")
+		t.Logf("Acquire() = %v", err)
+		var at, own int64
+		msg := err.Error()
+		if _, serr := fmt.Sscanf(msg[strings.Index(msg, "ran on server session"):],
+			"ran on server session %d, not on the session's own %d", &at, &own); serr != nil {
+			t.Fatalf("cannot read the server sessions from %q: %v", msg, serr)
+		}
+		var undo bool
+		for _, q := range p.sent(at) {
+			if strings.Contains(q, "RELEASE_LOCK(") && strings.Contains(q, fmt.Sprintf("CONNECTION_ID() = %d", at)) {
+				undo = true
+			}
+		}
+		if !undo {
+			t.Fatalf("no release was sent to server session %d, which ran the GET_LOCK; it got %q", at, p.sent(at))
+		}
+		b.waitFreeName(t, key)
+		if ok, err := l.Acquire(context.Background(), dlock.NoWait()); ok || err == nil {
+			t.Fatalf("Acquire() on the discarded session = %v, %v; want false and an error", ok, err)
+		}
+	})
 }
 
 // Through a proxy that pins a client to a server session at its first
