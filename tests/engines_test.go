@@ -18,9 +18,10 @@ import (
 // server when its DSN variable is set (the CI job "engines" runs them in
 // containers), skipped otherwise:
 //
-//	DLOCK_TEST_TIDB_DSN       root@tcp(127.0.0.1:4000)/test
-//	DLOCK_TEST_YUGABYTE_DSN   postgres://yugabyte@127.0.0.1:5433/yugabyte?sslmode=disable
-//	DLOCK_TEST_COCKROACH_DSN  postgres://root@127.0.0.1:26257/defaultdb?sslmode=disable
+//	DLOCK_TEST_TIDB_DSN          root@tcp(127.0.0.1:4000)/test
+//	DLOCK_TEST_YUGABYTE_DSN      postgres://yugabyte@127.0.0.1:5433/yugabyte?sslmode=disable (2025.1 or later)
+//	DLOCK_TEST_YUGABYTE_OLD_DSN  the same for a release from 2.20 to 2024.2
+//	DLOCK_TEST_COCKROACH_DSN     postgres://root@127.0.0.1:26257/defaultdb?sslmode=disable
 //
 // Each asserts that db.Use refuses with ErrUnsupportedDialect and the
 // reason measured on that engine, and logs what the engine does with the
@@ -32,7 +33,8 @@ func TestEngineRefused(t *testing.T) {
 		probe              func(t *testing.T, db *sql.DB)
 	}{
 		{"TiDB", "DLOCK_TEST_TIDB_DSN", dialectMySQL, []string{"TiDB", "expires silently at max-txn-ttl"}, probeTiDB},
-		{"YugabyteDB", "DLOCK_TEST_YUGABYTE_DSN", dialectPostgres, []string{"YugabyteDB", "use a PostgreSQL server for locks"}, probePgAdvisory},
+		{"YugabyteDB", "DLOCK_TEST_YUGABYTE_DSN", dialectPostgres, []string{"YugabyteDB", "no multi-node proof"}, probePgAdvisory},
+		{"YugabyteDB 2.20-2024.2", "DLOCK_TEST_YUGABYTE_OLD_DSN", dialectPostgres, []string{"YugabyteDB", "0A000"}, probePgAdvisory},
 		{"CockroachDB", "DLOCK_TEST_COCKROACH_DSN", dialectPostgres, []string{"CockroachDB", "stubs that always return true"}, probeCockroach},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
