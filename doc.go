@@ -70,7 +70,9 @@
 // loses the lock, and another session may take it before the holder hears
 // of it. A lock forgotten in a plain db.Connection goes back to the pool
 // with its session until dlock next uses that session ([ErrLeaked]); use
-// Connection or WithLock. Poolers in transaction mode, Galera, read-only
-// servers, TiDB and Vitess are refused with [ErrUnsupportedDialect];
-// ProxySQL and writable replicas cannot be detected.
+// Connection or WithLock. Poolers in transaction mode, MySQL proxies that
+// multiplex sessions, Galera, Group Replication multi-primary, read-only
+// servers and Aurora readers, Citus workers, TiDB, Vitess, CockroachDB and
+// YugabyteDB are refused with [ErrUnsupportedDialect]; writable replicas
+// cannot be detected.
 package dlock

@@ -90,10 +90,13 @@ func (Plugin) Name() string { return pluginName }
 
 // Initialize is called by db.Use. It asks the server its version, and
 // checks the topology once (see the README's supported topologies): on
-// PostgreSQL it compares two sessions pinned at once, to refuse a pooler
-// in transaction pooling and to learn whether the driver's session id is
-// the backend's pid; on MySQL and MariaDB it refuses Galera nodes
-// (@@wsrep_on), read-only servers, TiDB and Vitess. When
+// PostgreSQL it refuses CockroachDB, YugabyteDB and Citus workers, and
+// compares two sessions pinned at once, to refuse a pooler in transaction
+// pooling and to learn whether the driver's session id is the backend's
+// pid; on MySQL and MariaDB it refuses TiDB, Vitess, Galera nodes, Group
+// Replication multi-primary members, Aurora readers and read-only
+// servers, and compares the CONNECTION_ID() of two sessions pinned at
+// once, to refuse a proxy that multiplexes sessions. When
 // gorm.io/plugin/dbresolver is registered already, it adds callbacks that
 // keep the statements of a pinned session on it (see keptconn.go). Its
 // statements run with db's context; it leaves db unchanged when it fails.
@@ -120,14 +123,16 @@ func (p Plugin) Initialize(db *gorm.DB) error {
 	s := &server{version: version}
 	switch name {
 	case "mysql":
-		mariadb := strings.Contains(version, "MariaDB")
-		if err := mysqlCheckServer(ctx, pool, version, mariadb); err != nil {
+		if err := mysqlCheckServer(ctx, pool, version); err != nil {
 			return err
 		}
-		s.backend = &mysqlBackend{mariadb: mariadb}
+		if err := mysqlCheckPool(ctx, pool); err != nil {
+			return err
+		}
+		s.backend = &mysqlBackend{mariadb: strings.Contains(version, "MariaDB")}
 	case "postgres":
-		if strings.Contains(version, "CockroachDB") {
-			return fmt.Errorf("%w: CockroachDB advisory locks do not exclude (%s)", ErrUnsupportedDialect, version)
+		if err := pgCheckServer(ctx, pool, version); err != nil {
+			return err
 		}
 		if s.pooler, err = pgCheckPool(ctx, pool); err != nil {
 			return err
