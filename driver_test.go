@@ -22,6 +22,7 @@ func (c *fakeStdlibConn) Conn() *fakePgxConn { return c.c }
 func (c *fakePgxConn) PgConn() *fakePgConn   { return c.pg }
 func (pg *fakePgConn) TxStatus() byte        { return pg.status }
 func (pg *fakePgConn) PID() uint32           { return pg.pid }
+func (pg *fakePgConn) IsClosed() bool        { return false }
 func newFakeStdlibConn(pid uint32) *fakeStdlibConn {
 	return &fakeStdlibConn{c: &fakePgxConn{pg: &fakePgConn{status: 'I', pid: pid}}}
 }
