@@ -72,6 +72,9 @@ func TestMySQLHoldersStmt(t *testing.T) {
 		if rest := fixedLiterals.ReplaceAllString(q.sql, ""); strings.Contains(rest, "'") {
 			t.Errorf("holdersStmt() mariadb=%v = %q: a quote outside the hex literals and fixed strings", be.mariadb, q.sql)
 		}
+		if !strings.Contains(q.sql, mysqlProcessCheck) {
+			t.Errorf("holdersStmt() mariadb=%v = %q, want the PROCESS check %s", be.mariadb, q.sql, mysqlProcessCheck)
+		}
 		elapsed := map[bool]string{false: "p.TIME * 1000000", true: "p.TIME_MS * 1000"}[be.mariadb]
 		if !strings.Contains(q.sql, elapsed) {
 			t.Errorf("holdersStmt() mariadb=%v = %q, want Since from %s", be.mariadb, q.sql, elapsed)
@@ -122,6 +125,9 @@ func TestMySQLLocksStmt(t *testing.T) {
 			if strings.Contains(q.sql, w) {
 				t.Errorf("%s: locksStmt(%q) = %q, want no %q", tt.name, tt.prefix, q.sql, w)
 			}
+		}
+		if !strings.Contains(q.sql, mysqlProcessCheck) {
+			t.Errorf("%s: locksStmt(%q) = %q, want the PROCESS check", tt.name, tt.prefix, q.sql)
 		}
 		if q.pg || len(q.args) != 0 {
 			t.Errorf("%s: locksStmt(%q) has pg=%v args=%v, want names in the text", tt.name, tt.prefix, q.pg, q.args)
