@@ -140,16 +140,21 @@ func Holders(ctx context.Context, db *gorm.DB, key any) ([]Holder, error) {
 //   - MariaDB: the locks held, from information_schema.METADATA_LOCK_INFO,
 //     which exists only once the metadata_lock_info plugin is installed
 //     (INSTALL SONAME 'metadata_lock_info', by an administrator). Without
-//     it the error wraps [ErrUnsupported]. Waiters are not listed (the
-//     table shows granted locks only); ask [Holders] for one lock.
+//     it the error wraps [ErrUnsupported]. The table shows granted locks
+//     only: their waiters come from the processlist, found the way
+//     [Holders] finds them (a waiter whose statement builds the name is
+//     not found).
 //   - MySQL: holders and waiters from performance_schema.metadata_locks,
 //     with the names in lower case (MySQL's names ignore case); the error
 //     wraps [ErrUnsupported] when performance_schema or its metadata-lock
 //     instrument is off.
 //
 // Like Holders it runs on the registered pool, not through GORM, and
-// returns ctx's error when ctx ends first. Errors: [ErrNotRegistered],
-// [ErrUnsupported], or the driver's error wrapped.
+// returns ctx's error when ctx ends first; like Holders it is complete or
+// an error: on MySQL and MariaDB, while any lock is held, it needs the
+// PROCESS privilege, and without it the error wraps [ErrUnsupported] and
+// names PROCESS. Errors: [ErrNotRegistered], [ErrUnsupported] (a missing
+// plugin, instrument or privilege, named), or the driver's error wrapped.
 func Locks(ctx context.Context, db *gorm.DB, prefix string) ([]Holder, error) {
 	reg, err := registered(db)
 	if err != nil {
@@ -361,6 +366,16 @@ func mysqlStatementForms(name string) []string {
 	return forms
 }
 
+// mariadbWaitsFor is true when the statement of the processlist row p
+// names the lock m.TABLE_SCHEMA in one of the forms of
+// mysqlStatementForms: x'…' (hex digits in either case) or the name
+// quoted, with backslash escapes or with the quote doubled, byte for
+// byte. The quote (27) and the backslash (5c) are hex literals, so the
+// patterns are binary strings and compared byte for byte.
+const mariadbWaitsFor = "(LOCATE(CONCAT('x', X'27', LOWER(HEX(CAST(m.TABLE_SCHEMA AS BINARY))), X'27'), LOWER(p.INFO)) > 0" +
+	" OR LOCATE(CONCAT(X'27', REPLACE(REPLACE(CAST(m.TABLE_SCHEMA AS BINARY), X'5c', X'5c5c'), X'27', X'5c27'), X'27'), p.INFO) > 0" +
+	" OR LOCATE(CONCAT(X'27', REPLACE(CAST(m.TABLE_SCHEMA AS BINARY), X'27', X'2727'), X'27'), p.INFO) > 0)"
+
 // errNoMetadataLockInfo is Locks' answer on a MariaDB without the
 // metadata_lock_info plugin.
 var errNoMetadataLockInfo = fmt.Errorf("%w: MariaDB lists user locks only with the metadata_lock_info plugin; "+
@@ -399,9 +414,11 @@ func (b *mysqlBackend) locks(ctx context.Context, pool *sql.DB, prefix string) (
 const mysqlMetadataLocksOn = "SELECT @@performance_schema = 1 AND EXISTS (SELECT 1 FROM performance_schema.setup_instruments" +
 	" WHERE NAME = 'wait/lock/metadata/sql/mdl' AND ENABLED = 'YES')"
 
-// locksStmt lists user locks: on MariaDB the held ones, from
+// locksStmt lists user locks: on MariaDB the held ones from
 // METADATA_LOCK_INFO (whose TABLE_SCHEMA is the lock name and THREAD_ID
-// the connection id); on MySQL the held and the awaited ones, from
+// the connection id), which shows granted locks only, and their waiters
+// from the processlist, found as [Holders] finds them (mariadbWaitsFor);
+// on MySQL the held and the awaited ones, from
 // performance_schema.metadata_locks joined with threads. The prefix is
 // compared byte for byte on MariaDB, whose names are, and without regard
 // to case on MySQL, whose names are.
@@ -414,7 +431,11 @@ func (b *mysqlBackend) locksStmt(prefix string) holderStmt {
 		return holderStmt{
 			sql: "SELECT m.TABLE_SCHEMA, m.THREAD_ID, 1, 0, " + b.sessionColumns() +
 				" FROM information_schema.METADATA_LOCK_INFO m LEFT JOIN information_schema.PROCESSLIST p ON p.ID = m.THREAD_ID" +
-				" WHERE " + where + " ORDER BY 1, 2",
+				" WHERE " + where +
+				" UNION ALL SELECT m.TABLE_SCHEMA, p.ID, 0, 0, " + b.sessionColumns() +
+				" FROM information_schema.METADATA_LOCK_INFO m JOIN information_schema.PROCESSLIST p" +
+				" ON p.STATE = 'User lock' AND p.ID <> m.THREAD_ID AND " + mariadbWaitsFor +
+				" WHERE " + where + " ORDER BY 1, 3 DESC, 11, 2",
 		}
 	}
 	where := "m.OBJECT_TYPE = 'USER LEVEL LOCK'"

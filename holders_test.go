@@ -92,7 +92,10 @@ func TestMySQLLocksStmt(t *testing.T) {
 	}{
 		{
 			"mariadb all", &mysqlBackend{mariadb: true}, "",
-			[]string{"FROM information_schema.METADATA_LOCK_INFO m", "m.LOCK_TYPE = 'User lock'"},
+			[]string{
+				"FROM information_schema.METADATA_LOCK_INFO m", "m.LOCK_TYPE = 'User lock'",
+				"JOIN information_schema.PROCESSLIST p ON p.STATE = 'User lock' AND p.ID <> m.THREAD_ID AND " + mariadbWaitsFor,
+			},
 			[]string{"LEFT(CAST"},
 		},
 		{
