@@ -352,12 +352,7 @@ func (b *testDB) locks(t testing.TB, db *gorm.DB, prefix string) ([]dlock.Holder
 	can, how := true, ""
 	switch b.Name {
 	case "mariadb":
-		var n int
-		q := "SELECT COUNT(*) FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'METADATA_LOCK_INFO' AND PLUGIN_STATUS = 'ACTIVE'"
-		if err := b.observer(t).QueryRowContext(context.Background(), q).Scan(&n); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-		can, how = n == 1, "INSTALL SONAME 'metadata_lock_info'"
+		can, how = b.hasMetadataLockInfo(t), "INSTALL SONAME 'metadata_lock_info'"
 	case "mysql":
 		var on sql.NullBool
 		q := "SELECT @@performance_schema = 1 AND EXISTS (SELECT 1 FROM performance_schema.setup_instruments" +
