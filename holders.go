@@ -183,6 +183,11 @@ func Locks(ctx context.Context, db *gorm.DB, prefix string) ([]Holder, error) {
 // mysqlProcessCheck without PROCESS.
 const erSpecificAccessDenied = 1227
 
+// erTableAccessDenied is MySQL's "%s command denied to user '%s'@'%s' for
+// table '%s'": Locks' answer on MySQL for a user who may not read
+// performance_schema.
+const erTableAccessDenied = 1142
+
 // listError words an error of Holders or Locks (op): the missing PROCESS
 // privilege and the errors that already say what is missing as
 // ErrUnsupported, the rest as the driver's error wrapped.
@@ -190,9 +195,13 @@ func listError(op string, err error) error {
 	if errors.Is(err, ErrUnsupported) {
 		return err
 	}
-	if n, ok := mysqlErrNumber(err); ok && n == erSpecificAccessDenied {
+	n, _ := mysqlErrNumber(err)
+	switch {
+	case n == erSpecificAccessDenied:
 		return fmt.Errorf("%w: %s needs the PROCESS privilege on MySQL and MariaDB, which hide other users' sessions "+
 			"and their waits without it (GRANT PROCESS ON *.* TO the user): %w", ErrUnsupported, op, err)
+	case n == erTableAccessDenied && op == "Locks":
+		return fmt.Errorf("%w: Locks on MySQL needs SELECT on performance_schema and the PROCESS privilege: %w", ErrUnsupported, err)
 	}
 	return fmt.Errorf("dlock: %s: %w", op, err)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -176,5 +177,37 @@ func TestDBKey(t *testing.T) {
 	}
 	if _, err := DBKey("mysql", "", ""); !errors.Is(err, ErrInvalidKey) {
 		t.Errorf("DBKey(mysql, \"\") error = %v, want ErrInvalidKey", err)
+	}
+}
+
+// numberedErr has the Number field by which mysqlErrNumber reads a
+// go-sql-driver/mysql error.
+type numberedErr struct{ Number uint16 }
+
+func (e *numberedErr) Error() string { return "Error " + strconv.Itoa(int(e.Number)) }
+
+func TestListError(t *testing.T) {
+	denied := &numberedErr{erSpecificAccessDenied}
+	tests := []struct {
+		op          string
+		err         error
+		unsupported bool
+		want        string
+	}{
+		{"Holders", denied, true, "Holders needs the PROCESS privilege"},
+		{"Locks", denied, true, "Locks needs the PROCESS privilege"},
+		{"Locks", &numberedErr{erTableAccessDenied}, true, "SELECT on performance_schema"},
+		{"Holders", &numberedErr{erTableAccessDenied}, false, "dlock: Holders: Error 1142"},
+		{"Locks", errNoMetadataLockInfo, true, "INSTALL SONAME 'metadata_lock_info'"},
+		{"Holders", errors.New("boom"), false, "dlock: Holders: boom"},
+	}
+	for _, tt := range tests {
+		got := listError(tt.op, tt.err)
+		if errors.Is(got, ErrUnsupported) != tt.unsupported || !strings.Contains(got.Error(), tt.want) || !errors.Is(got, tt.err) {
+			t.Errorf("listError(%q, %v) = %q; want ErrUnsupported=%v, %q, and the error itself", tt.op, tt.err, got, tt.unsupported, tt.want)
+		}
+		if strings.Count(got.Error(), "dlock:") != 1 {
+			t.Errorf("listError(%q, %v) = %q; want one dlock: prefix", tt.op, tt.err, got)
+		}
 	}
 }
