@@ -381,9 +381,9 @@ func (b *testDB) locksOf(t testing.TB, db *gorm.DB, dbKey any) ([]dlock.Holder, 
 	t.Helper()
 	all, ok := b.locks(t, db, "")
 	var mine []dlock.Holder
-	for _, h := range all {
-		if h.DBKey == dbKey {
-			mine = append(mine, h)
+	for i := range all {
+		if all[i].DBKey == dbKey {
+			mine = append(mine, all[i])
 		}
 	}
 	return mine, ok
@@ -452,7 +452,7 @@ func (b *testDB) unprivileged(t testing.TB) (*testDB, string) {
 		for _, host := range []string{"%", "localhost"} {
 			user := fmt.Sprintf("'%s'@'%s'", name, host)
 			create = append(create, fmt.Sprintf("CREATE USER IF NOT EXISTS %s IDENTIFIED BY '%s'", user, password),
-				fmt.Sprintf("GRANT ALL ON `%s`.* TO %s", cfg.DBName, user))
+				"GRANT ALL ON `"+cfg.DBName+"`.* TO "+user)
 			drop = append(drop, "DROP USER IF EXISTS "+user)
 		}
 		cfg.User, cfg.Passwd = name, password
