@@ -34,8 +34,7 @@ func lockKey(arg string, intKey bool) (any, error) {
 
 // usageErr reports a bad argument and returns exitUsage.
 func usageErr(f *flags, err error) int {
-	fmt.Fprintf(f.Output(), "%s: %s\n", f.Name(), errText(err))
-	return exitUsage
+	return f.usageError(errText(err))
 }
 
 // jsonHelp is the help of -json.

@@ -320,12 +320,7 @@ func (f *flags) jsonFlag() {
 
 // help prints the help of f's command to w.
 func (f *flags) help(w io.Writer) {
-	c := strings.TrimPrefix(f.Name(), "dlock ")
-	for _, cmd := range commands {
-		if cmd.name == c {
-			fmt.Fprintf(w, "Usage: dlock %s %s\n\n%s.\n\nFlags:\n", c, cmd.args, cmd.summary)
-		}
-	}
+	fmt.Fprintf(w, "Usage: dlock %s\n\n%s.\n\nFlags:\n", f.synopsis(), f.summary())
 	out := f.Output()
 	f.SetOutput(w)
 	f.PrintDefaults()
@@ -336,6 +331,35 @@ func (f *flags) help(w io.Writer) {
 	}
 }
 
+// usageError prints msg, the synopsis and where the help is to stderr,
+// and returns exitUsage.
+func (f *flags) usageError(msg string) int {
+	fmt.Fprintf(f.Output(), "%s: %s\nUsage: dlock %s\nRun '%s -h' for the flags.\n", f.Name(), msg, f.synopsis(), f.Name())
+	return exitUsage
+}
+
+// synopsis returns "who [-dsn DSN] ... KEY" for f's command.
+func (f *flags) synopsis() string {
+	c := strings.TrimPrefix(f.Name(), "dlock ")
+	for _, cmd := range commands {
+		if cmd.name == c {
+			return c + " " + cmd.args
+		}
+	}
+	return c
+}
+
+// summary returns the one-line description of f's command.
+func (f *flags) summary() string {
+	c := strings.TrimPrefix(f.Name(), "dlock ")
+	for _, cmd := range commands {
+		if cmd.name == c {
+			return cmd.summary
+		}
+	}
+	return ""
+}
+
 // parse parses args, flags before or after the positional arguments, and
 // checks that there are want of those, and that a command with -dsn has a
 // DSN in one of the accepted forms. It returns the positional arguments,
@@ -343,13 +367,18 @@ func (f *flags) help(w io.Writer) {
 func (f *flags) parse(args []string, want int) ([]string, int, bool) {
 	var pos []string
 	for {
-		if err := f.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				f.help(f.stdout)
-				return nil, exitOK, false
-			}
-			f.help(f.Output())
-			return nil, exitUsage, false
+		// The flag package would print its error and call Usage; dlock
+		// prints both itself, on one line each.
+		out := f.Output()
+		f.SetOutput(io.Discard)
+		err := f.Parse(args)
+		f.SetOutput(out)
+		if errors.Is(err, flag.ErrHelp) {
+			f.help(f.stdout)
+			return nil, exitOK, false
+		}
+		if err != nil {
+			return nil, f.usageError(oneLine(err.Error())), false
 		}
 		args = f.Args()
 		if len(args) == 0 {
@@ -357,14 +386,12 @@ func (f *flags) parse(args []string, want int) ([]string, int, bool) {
 		}
 		pos, args = append(pos, args[0]), args[1:]
 	}
-	if len(pos) != want {
-		if want == 0 {
-			fmt.Fprintf(f.Output(), "%s: unexpected argument %s\n", f.Name(), quote(pos[0]))
-		} else {
-			fmt.Fprintf(f.Output(), "%s: want %d argument (KEY), got %d\n", f.Name(), want, len(pos))
-		}
-		f.help(f.Output())
-		return nil, exitUsage, false
+	switch {
+	case len(pos) == want:
+	case want == 0:
+		return nil, f.usageError("unexpected argument " + quote(pos[0])), false
+	default:
+		return nil, f.usageError(fmt.Sprintf("want %d argument (KEY), got %d", want, len(pos))), false
 	}
 	if f.Lookup("dsn") != nil {
 		if f.dsn == "" {

@@ -78,9 +78,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if len(cmdArgs) == 0 {
-		fmt.Fprintf(stderr, "dlock run: want KEY -- CMD [ARGS...]\n")
-		f.help(stderr)
-		return exitUsage
+		return f.usageError("want KEY -- CMD [ARGS...]")
 	}
 	if *killAfter < 0 {
 		return usageErr(f, errors.New("-kill-after is negative"))
