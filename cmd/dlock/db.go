@@ -23,8 +23,9 @@ import (
 const envDSN = "DLOCK_DSN"
 
 // connectTimeout bounds connecting and registering the plugin: the dial,
-// the server's greeting, the login and dlock's first statements.
-const connectTimeout = 10 * time.Second
+// the server's greeting, the login and dlock's first statements. A
+// variable for the tests.
+var connectTimeout = 10 * time.Second
 
 // appName is the application_name dlock's PostgreSQL sessions show, so
 // that `dlock who` tells a lock held by `dlock hold` from the job's own.
@@ -54,7 +55,7 @@ func dialectOf(dsn string) (dialect, driverDSN string, err error) {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		u, err := url.Parse(dsn)
 		if err != nil {
-			return "", "", fmt.Errorf("%w: not a PostgreSQL URL (%v); accepted: %s", errBadDSN, err, dsnForms)
+			return "", "", fmt.Errorf("%w: not a PostgreSQL URL (%w); accepted: %s", errBadDSN, err, dsnForms)
 		}
 		q := u.Query()
 		if q.Get("application_name") == "" {
@@ -72,7 +73,7 @@ func dialectOf(dsn string) (dialect, driverDSN string, err error) {
 	}
 	cfg, err := gomysql.ParseDSN(dsn)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: %v; accepted: %s", errBadDSN, err, dsnForms)
+		return "", "", fmt.Errorf("%w: %w; accepted: %s", errBadDSN, err, dsnForms)
 	}
 	cfg.InterpolateParams = true
 	return "mysql", cfg.FormatDSN(), nil

@@ -221,19 +221,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	for _, c := range commands {
-		if c.name != args[0] {
-			continue
+		if c.name == args[0] {
+			return runCommand(ctx, c, args[1:], stdout, stderr)
 		}
-		if c.name != "run" { // run passes signals on to CMD instead
-			var stop func()
-			ctx, stop = interruptible(ctx, stderr)
-			defer stop()
-		}
-		return c.run(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "dlock: unknown command %s\n", quote(args[0]))
 	usage(stderr)
 	return exitUsage
+}
+
+// runCommand runs c with args. Signals end every command but run, which
+// passes them on to CMD instead.
+func runCommand(ctx context.Context, c command, args []string, stdout, stderr io.Writer) int {
+	if c.name != "run" {
+		var stop func()
+		ctx, stop = interruptible(ctx, stderr)
+		defer stop()
+	}
+	return c.run(ctx, args, stdout, stderr)
 }
 
 func usage(w io.Writer) {

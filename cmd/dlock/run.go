@@ -117,7 +117,13 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitRunFailed
 	}
 	defer closeDB(db)
-	err = dlock.WithLock(waitCtx, db, key, r.fn, timeout.options()...)
+	// The session is pinned first, so that a failure to get one is told
+	// from a busy lock (WithLock would report both as not acquired).
+	var pinned bool
+	err = db.WithContext(waitCtx).Connection(func(tx *gorm.DB) error {
+		pinned = true
+		return dlock.WithLock(waitCtx, tx, key, r.fn, timeout.options()...)
+	})
 
 	r.mu.Lock()
 	r.finished = true
@@ -128,7 +134,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return execFailed(stderr, startErr)
 	case !started && r.interrupted() != nil:
 		return r.notRun(pos[0], r.interrupted())
-	case !started && errors.Is(err, dlock.ErrNotAcquired):
+	case !started && pinned && errors.Is(err, dlock.ErrNotAcquired):
 		if !*quiet {
 			fmt.Fprintf(stderr, "dlock run: %s; CMD not run\n", errText(err))
 		}

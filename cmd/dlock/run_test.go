@@ -131,9 +131,9 @@ func holderOf(t testing.TB, db *gorm.DB, key string) int64 {
 		if err != nil {
 			t.Fatalf("Holders(%q): %v", key, err)
 		}
-		for _, h := range hs {
-			if h.Granted {
-				id = h.SessionID
+		for i := range hs {
+			if hs[i].Granted {
+				id = hs[i].SessionID
 				return true
 			}
 		}
@@ -500,5 +500,21 @@ func TestDriverLogSilenced(t *testing.T) {
 	if code != exitFailure || strings.Contains(stderr, "[mysql]") || strings.Count(stderr, "\n") != 1 ||
 		!strings.Contains(stderr, "unexpected EOF") {
 		t.Fatalf("dlock who on a broken MySQL server = %d, %q; want 1 and one line with the driver's reason", code, stderr)
+	}
+}
+
+// TestConnectBounded: a server that accepts the connection and says
+// nothing makes who fail after connectTimeout, not hang.
+func TestConnectBounded(t *testing.T) {
+	defer func(d time.Duration) { connectTimeout = d }(connectTimeout)
+	connectTimeout = 500 * time.Millisecond
+	addr := silentServer(t, nil)
+	host, port, _ := net.SplitHostPort(addr)
+	for _, dsn := range []string{"root@tcp(" + addr + ")/test", "postgres://postgres@" + host + ":" + port + "/test?sslmode=disable"} {
+		begin := time.Now()
+		code, _, errOut := runCLI(context.Background(), "who", "-dsn", dsn, "k")
+		if took := time.Since(begin); code != exitFailure || took > 2*time.Second || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("dlock who on a silent server (%s) = %d after %v, %q; want 1 and one line within 2 s", dsn, code, took, errOut)
+		}
 	}
 }
