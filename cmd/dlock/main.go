@@ -20,7 +20,8 @@
 // (mysql://... included) is a usage error. -prefix is the
 // Plugin.KeyPrefix of the application whose locks you look at. Connecting
 // gives up after 10 s; SIGINT, SIGTERM and SIGHUP end who, list and key at
-// once, and end hold's wait or hold (releasing the lock).
+// once, and end hold's wait or hold (releasing the lock); a second signal,
+// or 7 s without an end, exits at once with 128+N.
 //
 // # Output
 //
@@ -42,9 +43,11 @@
 // as long as it takes; -timeout D gives up after D, and -timeout 0 tries
 // once. For a cron job that must run once per schedule across hosts, give
 // -timeout 0 (or less than the period): a waiting host would otherwise run
-// the job again after the first one finished.
+// the job again after the first one finished. The lock makes runs
+// exclusive, not unique: a host whose cron starts after the first run
+// ended runs the job too.
 //
-//	*/5 * * * * dlock run -dsn 'app:pw@tcp(db:3306)/app' -timeout 0 -quiet report -- /usr/local/bin/report
+//	*/5 * * * * DLOCK_DSN='app:pw@tcp(db:3306)/app' /usr/local/bin/dlock run -timeout 0 -quiet report -- /usr/local/bin/report
 //
 // dlock checks about every 0.5 s that the server still holds the lock.
 // When it finds the lock lost (the session killed, the server restarted,
@@ -113,7 +116,7 @@ const (
 const exitCodes = `Exit status:
   0      success; for run: CMD exited 0
   1      who, list, hold: the work failed (database unreachable, a server error,
-         interrupted while waiting)
+         interrupted while waiting; 128+N after a second signal N)
   2      a usage error, or a DSN in none of the accepted forms
   70     run: the lock was lost while CMD ran; CMD's process group got SIGTERM,
          and SIGKILL after -kill-after
@@ -126,6 +129,9 @@ const exitCodes = `Exit status:
          signal N before the lock was acquired (CMD not run)
   other  run: CMD's own exit status
 `
+
+// crontabLine is the example of the help.
+const crontabLine = `*/5 * * * * DLOCK_DSN='app:pw@tcp(db:3306)/app' /usr/local/bin/dlock run -timeout 0 -quiet report -- /usr/local/bin/report`
 
 // interruptGrace is how long a command other than run has to end after
 // the first SIGINT, SIGTERM or SIGHUP before dlock exits anyway: more than
@@ -256,8 +262,8 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprint(w, exitCodes)
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Example crontab line (the job runs on one host at a time; the others exit 75):")
-	fmt.Fprintln(w, "  */5 * * * * dlock run -timeout 0 -quiet report -- /usr/local/bin/report")
+	fmt.Fprintln(w, "Example crontab line (one host runs the report; the others exit 75 at once):")
+	fmt.Fprintln(w, "  "+crontabLine)
 }
 
 // version returns the main module's version: the tag it was installed at

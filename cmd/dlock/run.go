@@ -30,7 +30,8 @@ process group of its own (stdin, stdout and stderr passed through), and releases
 the lock when CMD exits. Without -timeout it waits for the lock as long as it
 takes; -timeout 0 tries once. A cron job that must run once per schedule across
 hosts wants -timeout 0 (or less than its period): a waiting host would otherwise
-run the job again once the first one finished.
+run the job again once the first one finished. The lock makes runs exclusive, not
+unique: a host whose cron starts after the first run ended runs the job too.
 
 dlock checks about every 0.5 s that the server still holds the lock. If the lock
 is lost while CMD runs (its session killed, the server restarted, the network
@@ -53,7 +54,7 @@ Exit status:
 A failed release after CMD exited is reported on stderr and leaves CMD's status.
 
 Example crontab line (one host runs the report; the others exit 75 at once):
-  */5 * * * * DLOCK_DSN='app:pw@tcp(db:3306)/app' dlock run -timeout 0 -quiet report -- /usr/local/bin/report
+  ` + crontabLine + `
 `
 
 // errLostWhileRunning is fn's error when the lock was lost while CMD ran.
