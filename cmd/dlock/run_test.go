@@ -297,17 +297,23 @@ func TestRunForwardSignal(t *testing.T) {
 	eachServer(t, func(t *testing.T, s server) {
 		db := openDB(t, s)
 		key := uniqueKey(t)
-		cmd, dir, stderr := startRun(t, s, key, trapTERM)
+		// CMD takes 500 ms to finish after SIGTERM; the lock stays held
+		// until it has.
+		script := `trap 'echo TERM > "$DIR/term"; sleep 0.5; exit 7' TERM; echo started > "$DIR/started"; while :; do sleep 0.05; done`
+		cmd, dir, stderr := startRun(t, s, key, script)
 		waitFile(t, filepath.Join(dir, "started"))
-		holderOf(t, db, key)
+		id := holderOf(t, db, key)
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
+		if got := waitFile(t, filepath.Join(dir, "term")); got != "TERM\n" {
+			t.Fatalf("CMD's trap wrote %q, want TERM", got)
+		}
+		if got := holderOf(t, db, key); got != id {
+			t.Fatalf("while CMD finishes, the holder is session %d, want dlock run's %d", got, id)
+		}
 		if code := waitExit(t, cmd, 3*time.Second); code != 7 {
 			t.Fatalf("dlock run after SIGTERM = %d (stderr %q), want CMD's 7", code, stderr)
-		}
-		if b, err := os.ReadFile(filepath.Join(dir, "term")); err != nil || string(b) != "TERM\n" {
-			t.Fatalf("CMD's trap wrote %q, %v; want TERM", b, err)
 		}
 		wantFree(t, db, key)
 	})
@@ -515,6 +521,46 @@ func TestConnectBounded(t *testing.T) {
 		code, _, errOut := runCLI(context.Background(), "who", "-dsn", dsn, "k")
 		if took := time.Since(begin); code != exitFailure || took > 2*time.Second || strings.Count(errOut, "\n") != 1 {
 			t.Errorf("dlock who on a silent server (%s) = %d after %v, %q; want 1 and one line within 2 s", dsn, code, took, errOut)
+		}
+	}
+}
+
+// TestPrintHoldersQuotes: names from the server (keys on MySQL, users,
+// application names) cannot forge a line or a column of the table.
+func TestPrintHoldersQuotes(t *testing.T) {
+	hs := []dlock.Holder{{
+		DBKey: "a\nFAKE: line", SessionID: 1, Granted: true,
+		User: "u\r\nroot", Application: "app\tx", ClientAddr: " 10.0.0.1",
+	}}
+	var out bytes.Buffer
+	printHolders(&out, hs, true)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("printHolders printed %q, want a header and one line", out.String())
+	}
+	for _, want := range []string{`"a\nFAKE: line"`, `"u\r\nroot"`, `"app\tx"`, `" 10.0.0.1"`} {
+		if !strings.Contains(lines[1], want) {
+			t.Errorf("printHolders line %q does not hold %s", lines[1], want)
+		}
+	}
+}
+
+func TestQuoteOneLine(t *testing.T) {
+	for _, tt := range []struct{ in, quote, oneLine string }{
+		{"plain-key", "plain-key", "plain-key"},
+		{"with space", "with space", "with space"},
+		{"", `""`, ""},
+		{"a\nb", `"a\nb"`, "a; b"},
+		{"failed to connect:\n\thost1: refused\n\thost2: refused\n", `"failed to connect:\n\thost1: refused\n\thost2: refused\n"`, "failed to connect:; host1: refused; host2: refused"},
+		{"bell\a", `"bell\a"`, `bell\a`},
+		{"bad\xffutf8", `"bad\xffutf8"`, `bad\xffutf8`},
+		{"rtl\u202eevil", `"rtl\u202eevil"`, `rtl\u202eevil`},
+	} {
+		if got := quote(tt.in); got != tt.quote {
+			t.Errorf("quote(%q) = %s, want %s", tt.in, got, tt.quote)
+		}
+		if got := oneLine(tt.in); got != tt.oneLine {
+			t.Errorf("oneLine(%q) = %s, want %s", tt.in, got, tt.oneLine)
 		}
 	}
 }
