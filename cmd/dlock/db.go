@@ -27,6 +27,12 @@ const envDSN = "DLOCK_DSN"
 // variable for the tests.
 var connectTimeout = 10 * time.Second
 
+// pgConnectTimeout is the connect_timeout (seconds) dlock gives pgx when
+// the DSN sets none: it bounds each new session's dial, TLS and login, the
+// ones dlock makes after connecting included (the session a lock is taken
+// on, the monitor's control connection).
+const pgConnectTimeout = "10"
+
 // appName is the application_name dlock's PostgreSQL sessions show, so
 // that `dlock who` tells a lock held by `dlock hold` from the job's own.
 const appName = "dlock"
@@ -46,7 +52,8 @@ var scheme = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://`)
 
 // dialectOf returns the GORM dialect of dsn and the DSN the driver should
 // get: PostgreSQL for a postgres:// or postgresql:// URL or a key=value DSN
-// with host=, with application_name=dlock added when none is set; MySQL
+// with host=, with application_name=dlock and connect_timeout=10 added
+// when not set; MySQL
 // for a go-sql-driver/mysql DSN, with interpolateParams=true (one round
 // trip per statement). Any other DSN is an error matching errBadDSN that
 // names the accepted forms.
@@ -60,12 +67,18 @@ func dialectOf(dsn string) (dialect, driverDSN string, err error) {
 		q := u.Query()
 		if q.Get("application_name") == "" {
 			q.Set("application_name", appName)
-			u.RawQuery = q.Encode()
 		}
+		if q.Get("connect_timeout") == "" {
+			q.Set("connect_timeout", pgConnectTimeout)
+		}
+		u.RawQuery = q.Encode()
 		return "postgres", u.String(), nil
 	case pgKeyword.MatchString(dsn):
 		if !strings.Contains(dsn, "application_name") {
 			dsn += " application_name=" + appName
+		}
+		if !strings.Contains(dsn, "connect_timeout") {
+			dsn += " connect_timeout=" + pgConnectTimeout
 		}
 		return "postgres", dsn, nil
 	case scheme.MatchString(dsn):
@@ -96,7 +109,7 @@ func open(ctx context.Context, dsn, prefix string) (*gorm.DB, error) {
 			return nil, err
 		}
 		if cfg.Timeout == 0 {
-			cfg.Timeout = connectTimeout // the dial; ctx bounds the rest
+			cfg.Timeout = 10 * time.Second // each dial; ctx bounds the rest
 		}
 		cfg.Logger = driverLog
 		conn, err := gomysql.NewConnector(cfg)

@@ -42,10 +42,10 @@ func TestDialectOf(t *testing.T) {
 	tests := []struct {
 		dsn, dialect, driverDSN string
 	}{
-		{"postgres://u@db:5432/app?sslmode=disable", "postgres", "postgres://u@db:5432/app?application_name=dlock&sslmode=disable"},
-		{"postgresql://u@db/app?application_name=job", "postgres", "postgresql://u@db/app?application_name=job"},
-		{"host=db user=u dbname=app", "postgres", "host=db user=u dbname=app application_name=dlock"},
-		{"user=u host=db application_name=x", "postgres", "user=u host=db application_name=x"},
+		{"postgres://u@db:5432/app?sslmode=disable", "postgres", "postgres://u@db:5432/app?application_name=dlock&connect_timeout=10&sslmode=disable"},
+		{"postgresql://u@db/app?application_name=job&connect_timeout=3", "postgres", "postgresql://u@db/app?application_name=job&connect_timeout=3"},
+		{"host=db user=u dbname=app", "postgres", "host=db user=u dbname=app application_name=dlock connect_timeout=10"},
+		{"user=u host=db application_name=x connect_timeout=3", "postgres", "user=u host=db application_name=x connect_timeout=3"},
 		{"u:pw@tcp(db:3306)/app", "mysql", "u:pw@tcp(db:3306)/app?interpolateParams=true"},
 		{"u@tcp(db:3306)/app?interpolateParams=false", "mysql", "u@tcp(db:3306)/app?interpolateParams=true"},
 	}
