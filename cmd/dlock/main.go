@@ -140,7 +140,13 @@ const interruptGrace = 7 * time.Second
 
 func main() {
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for _, s := range []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		// A signal ignored at start (nohup's SIGHUP, SIGINT in a
+		// background job of a script) stays ignored, by dlock and by CMD.
+		if !signal.Ignored(s) {
+			signal.Notify(sigs, s)
+		}
+	}
 	ctx := context.WithValue(context.Background(), signalsKey{}, (<-chan os.Signal)(sigs))
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -526,3 +526,17 @@ func TestConnectBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestRunKeepsIgnoredSignals: a signal ignored when dlock run starts
+// (nohup's SIGHUP) stays ignored for CMD.
+func TestRunKeepsIgnoredSignals(t *testing.T) {
+	eachServer(t, func(t *testing.T, s server) {
+		key := uniqueKey(t)
+		cmd := exec.Command("sh", "-c", `trap '' HUP; exec "$0" run "$1" -- sh -c 'kill -HUP $$; echo survived'`, build(t), key)
+		cmd.Env = append(os.Environ(), envDSN+"="+s.dsn)
+		out, err := cmd.CombinedOutput()
+		if err != nil || string(out) != "survived\n" {
+			t.Fatalf("nohup-like dlock run -- (kill -HUP itself) = %v, %q; want CMD to survive", err, out)
+		}
+	})
+}
