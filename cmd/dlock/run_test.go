@@ -222,6 +222,7 @@ func TestRunBusy(t *testing.T) {
 			cmd := dlockCmd(t, s.dsn, "run", "-timeout", timeout.String(), key, "--", "touch", filepath.Join(dir, "ran"))
 			code, stderr := exitCode(t, cmd)
 			took := time.Since(begin)
+			t.Logf("-timeout %v on a busy key: exit %d after %v", timeout, code, took)
 			if code != exitBusy || !strings.Contains(stderr, "not acquired") || strings.Count(stderr, "\n") != 1 {
 				t.Errorf("dlock run -timeout %v on a held key = %d, %q; want 75 and one line", timeout, code, stderr)
 			}
@@ -255,9 +256,11 @@ func TestRunLost(t *testing.T) {
 		killSession(t, db, id)
 		killed := time.Now()
 		code := waitExit(t, cmd, 3*time.Second)
-		if took := time.Since(killed); code != exitLost {
+		took := time.Since(killed)
+		if code != exitLost {
 			t.Fatalf("dlock run after its session was killed = %d after %v (stderr %q); want 70", code, took, stderr)
 		}
+		t.Logf("session %d killed: dlock run exited %d after %v", id, code, took)
 		if b, err := os.ReadFile(filepath.Join(dir, "term")); err != nil || string(b) != "TERM\n" {
 			t.Fatalf("CMD's trap wrote %q, %v; want TERM (stderr %q)", b, err, stderr)
 		}
