@@ -516,10 +516,12 @@ func (e *Elector) stopBeacon(ctx context.Context, t *term) {
 // Leader is who leads an election, as any process can read it.
 type Leader struct {
 	// Holder is the leader's session, as [Holders] shows it. While an
-	// Elector leads, its session runs the beacon, so State is "active" on
-	// PostgreSQL (a MySQL state otherwise), Query is the beacon, and Since
-	// is when the beacon began: a quarter of a second after the grant, to
-	// the millisecond on PostgreSQL and MariaDB, the second on MySQL.
+	// Elector holds the lock its session runs the beacon, so State is
+	// "active" on PostgreSQL ("User sleep" on MySQL and MariaDB), Query is
+	// the beacon, and Since is when the beacon began: at the grant, a
+	// quarter of a second before lead is called (to the millisecond on
+	// PostgreSQL and MariaDB, the second on MySQL; a beacon that was ended
+	// by someone else and ran again moves it).
 	Holder
 	// Identity is the leader's [Identity], read from the beacon's text; ""
 	// when the session that holds the lock is not a leading Elector (a

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/gormdlock/dlock"
-	"gorm.io/gorm"
 )
 
 // electionRecorder is an Observer that is also an ElectionObserver.
@@ -380,4 +379,40 @@ func TestElectorBackoff(t *testing.T) {
 	})
 }
 
-var _ = gorm.ErrRecordNotFound
+// The beacon ended by someone else on a live session (an operator's KILL
+// QUERY or pg_cancel_backend, a statement_timeout) is no loss: the leader
+// goes on leading and its beacon runs again.
+func TestElectorBeaconInterrupted(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		key := b.UniqueKey(t)
+		c := startCandidates(t, b, key, 1)
+		c.nextLeader(5 * time.Second)
+		ld, ok, err := c.electors[0].Leader(context.Background())
+		if err != nil || !ok || ld.Identity != "candidate-0" {
+			t.Fatalf("Leader() = %+v, %v, %v; want candidate-0", ld, ok, err)
+		}
+		cancelStmt := fmt.Sprintf("KILL QUERY %d", ld.SessionID)
+		if b.Dialect == dialectPostgres {
+			cancelStmt = fmt.Sprintf("SELECT pg_cancel_backend(%d)", ld.SessionID)
+		}
+		if _, err := b.observer(t).ExecContext(context.Background(), cancelStmt); err != nil {
+			t.Fatalf("%s: %v", cancelStmt, err)
+		}
+		select {
+		case end := <-c.ends:
+			t.Fatalf("the lead ended after its beacon was cancelled: %v", end.cause)
+		case <-time.After(1500 * time.Millisecond):
+		}
+		if !c.electors[0].IsLeader() {
+			t.Fatalf("IsLeader() = false after the beacon was cancelled")
+		}
+		again, ok, err := c.electors[0].Leader(context.Background())
+		if err != nil || !ok || again.Identity != "candidate-0" || again.SessionID != ld.SessionID || !again.Since.After(ld.Since) {
+			t.Fatalf("Leader() after the cancel = %+v, %v, %v; want candidate-0 on session %d with a new beacon", again, ok, err, ld.SessionID)
+		}
+		c.cancel()
+		if err := <-c.errs[0]; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run() = %v, want context.Canceled", err)
+		}
+	})
+}
