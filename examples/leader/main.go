@@ -103,7 +103,7 @@ func run(ctx context.Context, s *exampledb.Server) error {
 	wg.Wait()
 	for _, err := range runErrs {
 		if !errors.Is(err, context.Canceled) {
-			return fmt.Errorf("Run returned %v, want context.Canceled", err)
+			return fmt.Errorf("a Run returned %v, want context.Canceled", err)
 		}
 	}
 	if n := losses.Load(); n != 2 {
