@@ -64,10 +64,10 @@
 // An [Elector] calls its lead function in one process at a time: every
 // candidate waits in the server on a session of its own (N candidates hold
 // N sessions), and the server hands the lock over when the leader releases
-// it or its session ends. The leader's session runs a statement naming it
-// (the beacon) for as long as it leads, so its lead context ends within
-// milliseconds of the session's end, and [Elector.Leader] (or `dlock who`)
-// shows who leads, from any process.
+// it or its session ends. The leader's session runs a short statement
+// naming it (the beacon) over and over while it leads, so its lead
+// context ends within milliseconds of the session's end, and
+// [Elector.Leader] (or `dlock who`) shows who leads, from any process.
 //
 // # Non-guarantees
 //

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,9 +34,9 @@ const (
 	// calls lead: room for the previous leader to see its ctx end when
 	// its session ended (the beacon tells it within milliseconds).
 	leadFence = 250 * time.Millisecond
-	// beaconPause is the pause before a beacon that ended by itself
+	// beaconPause is the pause before a beacon that was cut short
 	// (statement_timeout, a KILL QUERY from an operator) runs again.
-	beaconPause = time.Second
+	beaconPause = 250 * time.Millisecond
 	// beaconStopBound bounds the wait for a beacon to end once cancelled,
 	// before dlock ends the session instead.
 	beaconStopBound = 500 * time.Millisecond
@@ -60,13 +61,17 @@ const (
 // that dlock takes from the same pool (the loss checks while one leads,
 // and one for a moment when a wait is cancelled or a leader steps down).
 //
-// While it leads, an Elector keeps a statement running on its session,
-// the beacon (SLEEP on MySQL and MariaDB, pg_sleep on PostgreSQL). Its
-// text names the leader (see [Identity]), and it ends at once when the
-// server ends the session (KILL, pg_terminate_backend, a restart), so that
-// the old leader's lead context ends within milliseconds, not at the next
-// check. [Elector.Leader] and [Holders] read it from any process.
-// Monitoring that flags long-running statements sees the beacon as one.
+// While it holds the lock, an Elector runs a statement on its session
+// over and over, the beacon: a sleep of half a second (SLEEP on MySQL and
+// MariaDB, pg_sleep on PostgreSQL) whose text names the leader (see
+// [Identity]) and the time of the grant. Because the client waits for the
+// beacon's answer, the old leader learns within milliseconds that the
+// server ended its session (KILL, pg_terminate_backend, a restart), not at
+// the next check; and because each beacon ends within half a second, the
+// server notices within about that much that a leader's process died and
+// frees the lock (a server does not look at a session's socket while it
+// runs a statement). [Elector.Leader] and [Holders] read the beacon from
+// any process.
 //
 // Elected, lost and resigned go to the Plugin's Logger (Info, Warn, Info)
 // and, when the Plugin's Observer also implements [ElectionObserver], to
@@ -258,6 +263,7 @@ type term struct {
 	conn    *sql.Conn
 	lock    *Lock
 	sid     int64         // the session's server id
+	granted time.Time     // when the lock was granted
 	stop    chan struct{} // closed when the Elector stops the beacon
 	stopped chan struct{} // closed when the beacon has ended
 
@@ -313,7 +319,7 @@ func (e *Elector) campaign(ctx context.Context) (*term, error) {
 		_ = conn.Close()
 		return nil, err
 	}
-	return &term{conn: conn, lock: l, sid: l.sess.idSeen.Load(), stop: make(chan struct{}), stopped: make(chan struct{})}, nil
+	return &term{conn: conn, lock: l, sid: l.sess.idSeen.Load(), granted: time.Now(), stop: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
 
 // serve runs one term: the beacon, the fence, lead, the release. It
@@ -405,7 +411,17 @@ var errLeadPanicked = errors.New("dlock: lead panicked")
 // to the pool. It returns the release's error, which it also logs, unless
 // the hold was lost (the loss was told already).
 func (e *Elector) endTerm(ctx context.Context, t *term) error {
-	e.stopBeacon(ctx, t)
+	if !e.stopBeacon(ctx, t) {
+		// The session does not answer: it is lost, and given back (or
+		// dropped) once its beacon returns.
+		t.lock.markLost(fmt.Errorf("%w: the leader's session stopped answering", ErrLockLost))
+		go func() {
+			<-t.stopped
+			_ = t.lock.Close(context.WithoutCancel(ctx))
+			_ = t.conn.Close()
+		}()
+		return nil
+	}
 	err := t.lock.Close(quiet(ctx))
 	_ = t.conn.Close()
 	if err != nil && t.lost() == nil {
@@ -416,43 +432,51 @@ func (e *Elector) endTerm(ctx context.Context, t *term) error {
 	return nil
 }
 
-// beaconText returns the statement the leader's session runs while it
-// leads; its comment carries the identity.
-func (e *Elector) beaconText() string {
-	comment := " " + beaconMark + e.identity + beaconEnd
+// beaconText returns the statement the leader's session runs, again and
+// again, while it holds the lock: a sleep of beaconPeriod whose comment
+// carries the identity and the grant's time.
+func (e *Elector) beaconText(granted time.Time) string {
+	comment := " " + beaconMark + e.identity + beaconSince + granted.UTC().Format(beaconTime) + beaconEnd
 	switch b := e.reg.server.backend.(type) {
 	case pgBackend:
-		return "SELECT pg_sleep(31536000)" + comment
+		return "SELECT pg_sleep(" + beaconSleep + ")" + comment
 	case *mysqlBackend:
 		if b.mariadb {
-			// max_statement_time would end it; MySQL's max_execution_time
-			// applies to SELECT only.
-			return "SET STATEMENT max_statement_time=0 FOR DO SLEEP(31536000)" + comment
+			// max_statement_time would cut it short; MySQL's
+			// max_execution_time applies to SELECT only.
+			return "SET STATEMENT max_statement_time=0 FOR DO SLEEP(" + beaconSleep + ")" + comment
 		}
 	}
-	return "DO SLEEP(31536000)" + comment
+	return "DO SLEEP(" + beaconSleep + ")" + comment
 }
 
-// The comment of the beacon: beaconMark, the identity, beaconEnd.
+// The beacon: its period, as the SQL writes it, and the parts of its
+// comment around the identity and the grant's time.
 const (
-	beaconMark = "/* dlock leader: "
-	beaconEnd  = " */"
+	beaconPeriod = 500 * time.Millisecond
+	beaconSleep  = "0.5"
+	beaconMark   = "/* dlock leader: "
+	beaconSince  = " since "
+	beaconEnd    = " */"
+	beaconTime   = "2006-01-02T15:04:05.000Z07:00"
 )
 
 // runBeacon runs the beacon on the term's session until the Elector stops
-// it, and marks the hold lost when the session ends under it. A beacon
-// that ends by itself on a live session (statement_timeout, an operator's
-// KILL QUERY) runs again after beaconPause.
+// it, and marks the hold lost when the session ends under it: at once when
+// the server ends it (KILL, pg_terminate_backend), since the beacon waits
+// for the server's answer. A beacon cut short on a live session (a
+// statement_timeout, an operator's KILL QUERY) runs again after
+// beaconPause.
 func (e *Elector) runBeacon(ctx context.Context, t *term) {
 	defer close(t.stopped)
-	stmt := e.beaconText()
+	stmt := e.beaconText(t.granted)
 	bctx := quiet(ctx) // the driver would close the session when ctx ends
 	for !t.stopping() {
 		_, err := t.conn.ExecContext(bctx, stmt)
-		if t.stopping() {
-			return
+		if t.stopping() || err == nil {
+			continue
 		}
-		if err != nil && e.reg.server.backend.classify(err) != failInterrupted {
+		if e.reg.server.backend.classify(err) != failInterrupted {
 			t.lock.markLost(fmt.Errorf("%w: the leader's session ended: %w", ErrLockLost, err))
 			return
 		}
@@ -460,37 +484,38 @@ func (e *Elector) runBeacon(ctx context.Context, t *term) {
 		select {
 		case <-t.stop:
 			pause.Stop()
-			return
 		case <-pause.C:
 		}
 	}
 }
 
 // stopBeacon ends the beacon from a control connection (KILL QUERY,
-// pg_cancel_backend, sent again every beaconCancelEvery in case the first
-// reached the session before the beacon did) and waits for it. If it does
-// not end within beaconStopBound, the session is ended instead (through a
-// deadline on its network connection where dlock knows it, else from a
-// control connection), and the hold is lost.
-func (e *Elector) stopBeacon(ctx context.Context, t *term) {
+// pg_cancel_backend, sent again every beaconCancelEvery while it runs) and
+// waits for it. Without a control connection, the beacon ends by itself
+// within beaconPeriod. If it has not ended within beaconStopBound plus
+// that, the session is ended (through a deadline on its network
+// connection where dlock knows it, else from a control connection) and
+// stopBeacon reports false.
+func (e *Elector) stopBeacon(ctx context.Context, t *term) bool {
 	close(t.stop)
-	bound := time.NewTimer(beaconStopBound)
+	bound := time.NewTimer(beaconStopBound + beaconPeriod)
 	defer bound.Stop()
-	var err error
-	for {
+	for sent := 0; ; sent++ {
 		select {
 		case <-t.stopped:
-			return
+			return true
 		default:
 		}
-		cctx, cancel := context.WithTimeout(quiet(ctx), beaconStopBound)
-		err = e.reg.server.backend.cancel(cctx, e.reg.pool, t.sid)
-		cancel()
+		if sent*int(beaconCancelEvery) < int(beaconStopBound) {
+			cctx, cancel := context.WithTimeout(quiet(ctx), beaconStopBound)
+			_ = e.reg.server.backend.cancel(cctx, e.reg.pool, t.sid)
+			cancel()
+		}
 		again := time.NewTimer(beaconCancelEvery)
 		select {
 		case <-t.stopped:
 			again.Stop()
-			return
+			return true
 		case <-again.C:
 			continue
 		case <-bound.C:
@@ -498,68 +523,82 @@ func (e *Elector) stopBeacon(ctx context.Context, t *term) {
 		}
 		break
 	}
-	why := fmt.Errorf("%w: the leader's beacon did not stop within %v, so its session was ended", ErrLockLost, beaconStopBound)
-	if err != nil {
-		why = fmt.Errorf("%w: %w", why, err)
-	}
-	t.lock.markLost(why)
 	if nc := t.lock.sess.overrun.netConn; nc != nil {
 		_ = nc.SetDeadline(time.Now())
 	} else {
-		tctx, tcancel := context.WithTimeout(quiet(ctx), e.reg.cfg.ReleaseTimeout)
+		tctx, cancel := context.WithTimeout(quiet(ctx), e.reg.cfg.ReleaseTimeout)
 		_ = e.reg.server.backend.terminate(tctx, e.reg.pool, t.sid)
-		tcancel()
+		cancel()
 	}
-	<-t.stopped
+	return false
 }
 
 // Leader is who leads an election, as any process can read it.
 type Leader struct {
-	// Holder is the leader's session, as [Holders] shows it. While an
-	// Elector holds the lock its session runs the beacon, so State is
-	// "active" on PostgreSQL ("User sleep" on MySQL and MariaDB), Query is
-	// the beacon, and Since is when the beacon began: at the grant, a
-	// quarter of a second before lead is called (to the millisecond on
-	// PostgreSQL and MariaDB, the second on MySQL; a beacon that was ended
-	// by someone else and ran again moves it).
+	// Holder is the leader's session, as [Holders] shows it, except Since:
+	// when it was granted the lock, by the leader's clock, to the
+	// millisecond (from its beacon; a quarter of a second before lead was
+	// called). While an Elector holds the lock its session runs the beacon
+	// over and over: State is "active" on PostgreSQL ("User sleep" on
+	// MySQL and MariaDB) and Query is the beacon.
 	Holder
-	// Identity is the leader's [Identity], read from the beacon's text; ""
-	// when the session that holds the lock is not a leading Elector (a
-	// [WithLock], `dlock hold`), or when the server hides its statement
-	// from this user (PostgreSQL: pg_read_all_stats; MySQL: PROCESS).
+	// Identity is the leader's [Identity], read from the beacon; "" when
+	// the session that holds the lock is not an Elector's (a [WithLock],
+	// `dlock hold`), or when the server hides its statement from this
+	// user (PostgreSQL: pg_read_all_stats; MySQL: PROCESS).
 	Identity string
 }
 
 // Leader returns who holds the Elector's lock now, and whether anyone
-// does, from the server's tables in one statement ([Holders]); it need not
-// run, and works the same from any process that has an Elector, or a
-// [NewElector] made for the purpose, on the key. It waits for nothing but
-// that statement, and returns ctx's error when ctx ends first.
+// does, from the server's tables ([Holders]); the Elector need not run,
+// so any process can ask with an Elector made by [NewElector] for the
+// purpose. It blocks for one statement, or two a few milliseconds apart
+// when the first finds the holder between two beacons, and returns ctx's
+// error when ctx ends first.
 func (e *Elector) Leader(ctx context.Context) (Leader, bool, error) {
-	hs, err := Holders(ctx, e.db, e.key)
-	if err != nil {
-		return Leader{}, false, err
-	}
-	for _, h := range hs {
-		if h.Granted {
-			return Leader{Holder: h, Identity: identityIn(h.Query)}, true, nil
+	for try := 0; ; try++ {
+		hs, err := Holders(ctx, e.db, e.key)
+		if err != nil {
+			return Leader{}, false, err
+		}
+		i := slices.IndexFunc(hs, func(h Holder) bool { return h.Granted })
+		if i < 0 {
+			return Leader{}, false, nil
+		}
+		l := Leader{Holder: hs[i]}
+		if id, since, ok := parseBeacon(l.Query); ok {
+			l.Identity, l.Since = id, since
+			return l, true, nil
+		}
+		if try > 0 || l.Query != "" {
+			return l, true, nil
+		}
+		if !sleepCtx(ctx, 5*time.Millisecond) {
+			return Leader{}, false, ctx.Err()
 		}
 	}
-	return Leader{}, false, nil
 }
 
-// identityIn returns the identity in a beacon's text, or "".
-func identityIn(stmt string) string {
+// parseBeacon returns the identity and the grant's time in a beacon's
+// text, and whether stmt is a beacon.
+func parseBeacon(stmt string) (id string, granted time.Time, ok bool) {
 	i := strings.Index(stmt, beaconMark)
-	if i < 0 || !strings.Contains(stmt[:i], "SLEEP(") && !strings.Contains(stmt[:i], "pg_sleep(") {
-		return ""
+	if i < 0 || !strings.Contains(stmt[:i], "SLEEP("+beaconSleep+")") && !strings.Contains(stmt[:i], "pg_sleep("+beaconSleep+")") {
+		return "", time.Time{}, false
 	}
-	rest := stmt[i+len(beaconMark):]
-	j := strings.Index(rest, beaconEnd)
+	rest, ok := strings.CutSuffix(stmt[i+len(beaconMark):], beaconEnd)
+	if !ok {
+		return "", time.Time{}, false
+	}
+	j := strings.LastIndex(rest, beaconSince)
 	if j < 0 {
-		return ""
+		return "", time.Time{}, false
 	}
-	return rest[:j]
+	granted, err := time.Parse(beaconTime, rest[j+len(beaconSince):])
+	if err != nil {
+		return "", time.Time{}, false
+	}
+	return rest[:j], granted, true
 }
 
 // ElectionObserver is told when an Elector is elected, resigns, or loses

@@ -6,6 +6,7 @@ package tests
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gormdlock/dlock"
+	"gorm.io/gorm"
 )
 
 // electionRecorder is an Observer that is also an ElectionObserver.
@@ -190,8 +192,8 @@ func TestElectorHandOver(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Leader: %v", err)
 			}
-			b.Kill(t, ld.SessionID)
 			killed := time.Now()
+			b.Kill(t, ld.SessionID)
 			end := c.nextEnd(5 * time.Second)
 			if end.candidate != prev.candidate || !errors.Is(end.cause, dlock.ErrLockLost) {
 				t.Fatalf("round %d: lead of candidate %d ended with %v; want candidate %d, ErrLockLost", round, end.candidate, end.cause, prev.candidate)
@@ -407,12 +409,154 @@ func TestElectorBeaconInterrupted(t *testing.T) {
 			t.Fatalf("IsLeader() = false after the beacon was cancelled")
 		}
 		again, ok, err := c.electors[0].Leader(context.Background())
-		if err != nil || !ok || again.Identity != "candidate-0" || again.SessionID != ld.SessionID || !again.Since.After(ld.Since) {
-			t.Fatalf("Leader() after the cancel = %+v, %v, %v; want candidate-0 on session %d with a new beacon", again, ok, err, ld.SessionID)
+		if err != nil || !ok || again.Identity != "candidate-0" || again.SessionID != ld.SessionID || !again.Since.Equal(ld.Since) {
+			t.Fatalf("Leader() after the cancel = %+v, %v, %v; want candidate-0 on session %d since %v", again, ok, err, ld.SessionID, ld.Since)
 		}
 		c.cancel()
 		if err := <-c.errs[0]; !errors.Is(err, context.Canceled) {
 			t.Fatalf("Run() = %v, want context.Canceled", err)
+		}
+	})
+}
+
+// With no connection to spare in its pool, an Elector waits for one (no
+// failed campaigns, no spinning), leads once it gets one, and still
+// returns within a second of its ctx ending, with the lock free: the
+// beacon that no control connection can cancel ends with its session.
+func TestElectorPoolExhausted(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		key := b.UniqueKey(t)
+		rec := &recorder{level: slog.LevelWarn}
+		db := b.openLocked(t, dlock.Plugin{Logger: slog.New(rec)})
+		pool, err := db.DB()
+		if err != nil {
+			t.Fatalf("DB: %v", err)
+		}
+		pool.SetMaxOpenConns(2)
+		var held []*sql.Conn
+		for range 2 {
+			conn, err := pool.Conn(context.Background())
+			if err != nil {
+				t.Fatalf("Conn: %v", err)
+			}
+			held = append(held, conn)
+		}
+		defer func() {
+			for _, c := range held[1:] {
+				_ = c.Close()
+			}
+		}()
+		e, err := dlock.NewElector(db, key)
+		if err != nil {
+			t.Fatalf("NewElector: %v", err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		leading := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- e.Run(ctx, func(ctx context.Context) error {
+				close(leading)
+				<-ctx.Done()
+				return nil
+			})
+		}()
+		select {
+		case <-leading:
+			t.Fatalf("led with no connection in the pool")
+		case <-time.After(500 * time.Millisecond):
+		}
+		_ = held[0].Close() // one for the Elector; none to spare
+		select {
+		case <-leading:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("no lead within 3 s of a free connection")
+		}
+		cancel()
+		cancelled := time.Now()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Run() = %v, want context.Canceled", err)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("Run did not return within 1 s of the cancel")
+		}
+		t.Logf("Run returned %v after the cancel", time.Since(cancelled).Round(time.Millisecond))
+		other := b.openLocked(t, dlock.Plugin{})
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			hs, err := dlock.Holders(context.Background(), other, key)
+			if err == nil && len(hs) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Holders after Run = %+v, %v; want none", hs, err)
+			}
+			time.Sleep(pollStep)
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, r := range rec.records {
+			if strings.Contains(r.Message, "campaign failed") {
+				t.Errorf("logged %q while waiting for a connection", r.Message)
+			}
+		}
+	})
+}
+
+// A leader whose process dies (here: its connections closed under it, as
+// the kernel closes a dead process's sockets) frees the lock within about
+// a beacon: the server notices when the running beacon ends, and a
+// follower leads.
+func TestElectorLeaderProcessDies(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		key := b.UniqueKey(t)
+		pb, proxy := b.viaProxy(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		run := func(db *gorm.DB, id string, leading chan<- string) chan error {
+			e, err := dlock.NewElector(db, key, dlock.Identity(id))
+			if err != nil {
+				t.Fatalf("NewElector: %v", err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				done <- e.Run(ctx, func(ctx context.Context) error {
+					leading <- id
+					<-ctx.Done()
+					return nil
+				})
+			}()
+			return done
+		}
+		leading := make(chan string, 4)
+		doomed := run(pb.openLocked(t, dlock.Plugin{}), "doomed", leading)
+		if got := <-leading; got != "doomed" {
+			t.Fatalf("%s leads, want doomed", got)
+		}
+		survivor := run(b.openLocked(t, dlock.Plugin{}), "survivor", leading)
+		time.Sleep(200 * time.Millisecond) // the survivor waits in the server
+		proxy.close()
+		died := time.Now()
+		select {
+		case got := <-leading:
+			if got != "survivor" {
+				t.Fatalf("%s leads after the leader died, want survivor", got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no new leader within 5 s of the leader's death")
+		}
+		took := time.Since(died)
+		if took > 2*time.Second {
+			t.Errorf("the survivor led %v after the leader died, want within 2 s", took)
+		}
+		t.Logf("the survivor led %v after the leader's connections closed", took.Round(time.Millisecond))
+		cancel()
+		for _, done := range []chan error{doomed, survivor} {
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Run() = %v, want context.Canceled", err)
+			}
 		}
 	})
 }
