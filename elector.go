@@ -37,8 +37,8 @@ const (
 	// beaconPause is the pause before a beacon that was cut short
 	// (statement_timeout, a KILL QUERY from an operator) runs again.
 	beaconPause = 250 * time.Millisecond
-	// beaconStopBound bounds the wait for a beacon to end once cancelled,
-	// before dlock ends the session instead.
+	// beaconStopBound bounds the sending of a beacon's cancel; a beacon
+	// that has not ended a beaconPeriod later has its session ended.
 	beaconStopBound = 500 * time.Millisecond
 	// beaconCancelEvery is how often the cancel of a beacon is sent again
 	// while it runs on.
@@ -55,8 +55,8 @@ const (
 // Each Run campaigns on a database session of its own, pinned from the
 // pool of the *gorm.DB given to [NewElector]: a follower waits in the
 // server's lock statement, and the server hands the lock to one waiter at
-// once when the leader releases it or its session ends. Nothing polls.
-// So N candidates hold N sessions, one each, whether they lead or wait;
+// once when the leader releases it or its session ends; a follower sends
+// nothing while it waits. So N candidates hold N sessions, one each, whether they lead or wait;
 // count them in SetMaxOpenConns, with room for the control connections
 // that dlock takes from the same pool (the loss checks while one leads,
 // and one for a moment when a wait is cancelled or a leader steps down).
@@ -174,9 +174,6 @@ func defaultIdentity() string {
 	return string(b) + pid
 }
 
-// Key returns the key given to NewElector.
-func (e *Elector) Key() any { return e.key }
-
 // IsLeader reports whether this Elector leads now: whether its lead
 // function runs and its hold has not been found lost. It never blocks and
 // sends nothing.
@@ -211,7 +208,8 @@ func (e *Elector) IsLeader() bool { return e.leading.Load() }
 //
 // Once ctx ends, Run returns ctx.Err() within a second (plus the time lead
 // takes to return), with the lock released: a waiting campaign is
-// cancelled from a control connection, as [Lock.Acquire] does. A nil
+// cancelled from a control connection, as [Lock.Acquire] does. (If lead
+// then returns an error that is not ctx's, Run returns that error.) A nil
 // lead, or a second Run while one runs, is an error at once
 // ([ErrInvalidOption], [ErrAlreadyAcquired]).
 func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error) error {

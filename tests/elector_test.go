@@ -241,6 +241,17 @@ func TestElectorHandOver(t *testing.T) {
 		if elected != 3 || lost != 2 || resigned != 1 {
 			t.Errorf("Observer: %d elected, %d lost, %d resigned; want 3, 2, 1", elected, lost, resigned)
 		}
+		logged := map[string]int{}
+		for _, r := range c.recs {
+			r.mu.Lock()
+			for _, rec := range r.records {
+				logged[rec.Message]++
+			}
+			r.mu.Unlock()
+		}
+		if logged["dlock: elected"] != 3 || logged["dlock: leadership lost"] != 2 || logged["dlock: resigned"] != 1 {
+			t.Errorf("Logger: %v; want 3 elected, 2 leadership lost, 1 resigned", logged)
+		}
 	})
 }
 
