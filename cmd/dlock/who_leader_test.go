@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,7 +30,12 @@ func TestWhoLeader(t *testing.T) {
 				return nil
 			})
 		}()
-		defer func() { cancel(); <-done }()
+		defer func() {
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Run() = %v, want context.Canceled", err)
+			}
+		}()
 		<-leading
 		l, _, err := e.Leader(context.Background())
 		if err != nil {
