@@ -350,7 +350,7 @@ func (e *Elector) serve(ctx context.Context, t *term, lead func(context.Context)
 	select {
 	case <-lctx.Done():
 		fence.Stop()
-		e.endTerm(ctx, t)
+		_ = e.endTerm(ctx, t) // logged
 		if why := t.lost(); why != nil && ctx.Err() == nil {
 			e.log(ctx, slog.LevelWarn, "dlock: lost the lock before leading", slog.String("key", keyText(e.key)),
 				slog.String("reason", why.Error()))
@@ -369,7 +369,7 @@ func (e *Elector) serve(ctx context.Context, t *term, lead func(context.Context)
 		if !returned { // lead panicked or called runtime.Goexit
 			e.leading.Store(false)
 			cancel(errLeadPanicked)
-			e.endTerm(ctx, t)
+			_ = e.endTerm(ctx, t) // logged; the panic goes on
 			e.resigned(ctx, t, errLeadPanicked)
 		}
 	}()
@@ -657,8 +657,10 @@ func (e *Elector) resigned(ctx context.Context, t *term, err error) {
 	if o := e.observer(); o != nil {
 		o.Resigned(ctx, ev)
 	}
-	attrs := []slog.Attr{slog.String("key", keyText(e.key)), slog.String("identity", e.identity),
-		slog.Int64("session", t.sid), slog.Duration("led", ev.Led)}
+	attrs := []slog.Attr{
+		slog.String("key", keyText(e.key)), slog.String("identity", e.identity),
+		slog.Int64("session", t.sid), slog.Duration("led", ev.Led),
+	}
 	if err != nil {
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}

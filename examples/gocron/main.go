@@ -134,7 +134,7 @@ func run(ctx context.Context, s *exampledb.Server) error {
 	s.Printf("%s shuts down", leader.name)
 	leader.stop()
 	if err := leader.ran(); !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("the Run of %s returned %v, want context.Canceled", leader.name, err)
+		return fmt.Errorf("the Run of %s returned %w, want context.Canceled", leader.name, err)
 	}
 	if err := leader.scheduler.Shutdown(); err != nil {
 		return err

@@ -103,14 +103,14 @@ func run(ctx context.Context, s *exampledb.Server) error {
 	wg.Wait()
 	for _, err := range runErrs {
 		if !errors.Is(err, context.Canceled) {
-			return fmt.Errorf("a Run returned %v, want context.Canceled", err)
+			return fmt.Errorf("a Run returned %w, want context.Canceled", err)
 		}
 	}
 	if n := losses.Load(); n != 2 {
 		return fmt.Errorf("%d leads ended with ErrLockLost, want 2 (one per kill)", n)
 	}
 	if hs, err := dlock.Holders(context.Background(), operator, key); err != nil || len(hs) > 0 {
-		return fmt.Errorf("after shutdown: Holders = %v, %v; want none", hs, err)
+		return fmt.Errorf("after shutdown: Holders = %v, %w; want none", hs, err)
 	}
 	s.Printf("every Run returned; nobody holds or waits for %s", key)
 	return nil
