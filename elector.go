@@ -73,6 +73,14 @@ const (
 // runs a statement). [Elector.Leader] and [Holders] read the beacon from
 // any process.
 //
+// A leader cut off from the server by the network learns it from the loss
+// checks, within the Plugin's ReleaseTimeout; the server frees its lock
+// only later (PostgreSQL after ServerKeepalive, about 10 s by default;
+// MySQL and MariaDB when the TCP connection fails), so no other candidate
+// leads before then. A process that is paused (GC, SIGSTOP) keeps its
+// session, and leads on when it resumes. A lead that ignores its context
+// runs on after the loss: nothing can stop it.
+//
 // Elected, lost and resigned go to the Plugin's Logger (Info, Warn, Info)
 // and, when the Plugin's Observer also implements [ElectionObserver], to
 // it. An Elector is safe for use from several goroutines, but runs one Run
