@@ -12,7 +12,7 @@ GOFMT ?= gofmt
 MODULES := . tests examples cmd/dlock otel
 
 # The example programs in examples/, in the order `make examples` runs them.
-EXAMPLES := demo cron leader account pgxact python who
+EXAMPLES := demo cron leader gocron account pgxact python who
 
 # Linters, pinned. `go run pkg@version` builds each once and caches it; set
 # GOLANGCI_LINT=golangci-lint or STATICCHECK=staticcheck to use a binary.

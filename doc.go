@@ -63,6 +63,16 @@
 // [context.Cause] matching ErrLockLost. A failing check is no loss until
 // checks have failed for ReleaseTimeout.
 //
+// # Leader election
+//
+// An [Elector] calls its lead function in one process at a time: every
+// candidate waits in the server on a session of its own (N candidates hold
+// N sessions), and the server hands the lock over when the leader releases
+// it or its session ends. The leader's session runs a short statement
+// naming it (the beacon) over and over while it leads, so its lead
+// context ends within milliseconds of the session's end, and
+// [Elector.Leader] (or `dlock who`) shows who leads, from any process.
+//
 // # Non-guarantees
 //
 // A lock lasts as long as its session. A holder whose session is killed,

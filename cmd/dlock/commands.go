@@ -77,6 +77,12 @@ func runWho(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	printHolders(stdout, hs, false)
+	// A leading dlock.Elector names itself in its session's statement.
+	if e, err := dlock.NewElector(db, key); err == nil {
+		if l, ok, err := e.Leader(ctx); err == nil && ok && l.Identity != "" {
+			fmt.Fprintf(stdout, "leader: %s (session %d) since %s\n", l.Identity, l.SessionID, l.Since.Format(time.RFC3339))
+		}
+	}
 	return exitOK
 }
 
