@@ -269,6 +269,11 @@ func TestMySQLProxyPinnedNoOverlap(t *testing.T) {
 		if ran.Load() == 0 {
 			t.Fatalf("no WithLock body ran through the pinning proxy")
 		}
+		// Fresh sessions read their id on one server session and run
+		// GET_LOCK on the next: the lock statements' check must fire.
+		if refusals.Load() == 0 {
+			t.Fatalf("no grant on another server session was refused through the pinning proxy")
+		}
 		b.waitFreeName(t, key)
 	})
 }
