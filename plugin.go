@@ -27,9 +27,12 @@ const (
 // Initialize picks the backend from the dialect ("mysql" for MySQL and
 // MariaDB, "postgres" for PostgreSQL), asks the server for its version
 // once, and refuses what it cannot lock correctly with an error wrapping
-// [ErrUnsupportedDialect]: sqlite, sqlserver, and CockroachDB, whose
-// advisory locks do not exclude anyone. Both dlock.Plugin{} and
-// &dlock.Plugin{} may be registered.
+// [ErrUnsupportedDialect]: sqlite, sqlserver, and the servers and
+// topologies of the README's table (CockroachDB and YugabyteDB, whose
+// advisory locks are stubs or cannot be trusted; TiDB, Vitess, Galera,
+// replicas, Citus workers and proxies that multiplex sessions, whose locks
+// do not exclude every client). Both dlock.Plugin{} and &dlock.Plugin{}
+// may be registered.
 type Plugin struct {
 	// KeyPrefix is prepended to string and []byte keys, never to integer
 	// keys, so that several applications can share one database without

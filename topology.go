@@ -229,8 +229,9 @@ func pgCheckSession(ctx context.Context, q querier) error {
 	return nil
 }
 
-// mysqlTopologyVars are the server variables mysqlCheckServer reads. A
-// variable the server does not have (wsrep_on without Galera, the
+// mysqlTopologySQL reads the server variables mysqlCheckServer needs, in
+// one statement that works on every flavour. A variable the server does
+// not have (wsrep_on without Galera, the
 // group_replication_* ones without the plugin loaded, super_read_only on
 // MariaDB) is simply not in the answer: SHOW VARIABLES never fails for a
 // name it does not know, where SELECT @@name does (error 1193).

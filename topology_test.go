@@ -36,7 +36,7 @@ func TestMySQLTopologyError(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		vars map[string]string // as SHOW GLOBAL VARIABLES gives them
-		want []string          // nil = accepted
+		want []string          // none: accepted
 	}{
 		{"MariaDB primary", map[string]string{"read_only": "OFF", "innodb_read_only": "OFF", "wsrep_on": "OFF"}, nil},
 		{"MariaDB without Galera support", map[string]string{"read_only": "OFF", "innodb_read_only": "OFF"}, nil},
@@ -118,20 +118,13 @@ func TestPgServerRefusals(t *testing.T) {
 		want              []string
 	}{
 		{"PostgreSQL 15.8 (Debian 15.8-0+deb12u1) on x86_64-pc-linux-gnu", "", nil},
-		{"CockroachDB CCL v24.2.4 (x86_64-pc-linux-gnu, built 2024/10/07 21:45:44, go1.22.5 X:nocoverageredesign)", "",
-			[]string{"CockroachDB", "stubs that always return true"}},
-		{"PostgreSQL 11.2-YB-2.18.4.0-b0 on x86_64-pc-linux-gnu, compiled by clang version 16.0.6", "",
-			[]string{"YugabyteDB 2.18.4.0-b0", "before 2.20", "silent no-ops"}},
-		{"PostgreSQL 11.2-YB-2.20.1.0-b0 on x86_64-pc-linux-gnu, compiled by clang version 16.0.6", "off",
-			[]string{"YugabyteDB 2.20.1.0-b0", "0A000", "yb_silence_advisory_locks_not_supported_error = on"}},
-		{"PostgreSQL 11.2-YB-2024.2.2.0-b70 on x86_64-pc-linux-gnu", "on",
-			[]string{"YugabyteDB 2024.2.2.0-b70", "0A000", "is on for this session"}},
-		{"PostgreSQL 11.2-YB-2.25.1.0-b381 on x86_64-pc-linux-gnu", "",
-			[]string{"0A000", "preview from 2.25.1"}},
-		{"PostgreSQL 15.12-YB-2025.1.0.0-b168 on x86_64-pc-linux-gnu, compiled by clang version 17.0.6", "off",
-			[]string{"YugabyteDB 2025.1.0.0-b168", "cluster-wide from 2025.1", "no multi-node proof", "cancelled", "Holders"}},
-		{"PostgreSQL 15.12-YB-2025.2.0.0-b1 on x86_64-pc-linux-gnu", "on",
-			[]string{"no multi-node proof", "is on for this session"}},
+		{"CockroachDB CCL v24.2.4 (x86_64-pc-linux-gnu, built 2024/10/07 21:45:44, go1.22.5 X:nocoverageredesign)", "", []string{"CockroachDB", "stubs that always return true"}},
+		{"PostgreSQL 11.2-YB-2.18.4.0-b0 on x86_64-pc-linux-gnu, compiled by clang version 16.0.6", "", []string{"YugabyteDB 2.18.4.0-b0", "before 2.20", "silent no-ops"}},
+		{"PostgreSQL 11.2-YB-2.20.1.0-b0 on x86_64-pc-linux-gnu, compiled by clang version 16.0.6", "off", []string{"YugabyteDB 2.20.1.0-b0", "0A000", "yb_silence_advisory_locks_not_supported_error = on"}},
+		{"PostgreSQL 11.2-YB-2024.2.2.0-b70 on x86_64-pc-linux-gnu", "on", []string{"YugabyteDB 2024.2.2.0-b70", "0A000", "is on for this session"}},
+		{"PostgreSQL 11.2-YB-2.25.1.0-b381 on x86_64-pc-linux-gnu", "", []string{"0A000", "preview from 2.25.1"}},
+		{"PostgreSQL 15.12-YB-2025.1.0.0-b168 on x86_64-pc-linux-gnu, compiled by clang version 17.0.6", "off", []string{"YugabyteDB 2025.1.0.0-b168", "cluster-wide from 2025.1", "no multi-node proof", "cancelled", "Holders"}},
+		{"PostgreSQL 15.12-YB-2025.2.0.0-b1 on x86_64-pc-linux-gnu", "on", []string{"no multi-node proof", "is on for this session"}},
 		{"PostgreSQL 15.12-YB-x on x86_64-pc-linux-gnu", "", []string{"YugabyteDB", "cannot read"}},
 	} {
 		var err error

@@ -158,3 +158,79 @@ func pgTryTwice(t *testing.T, db *sql.DB) (string, string) {
 	}
 	return first, second
 }
+
+// openEngine opens a gorm pool and a plain pool on dsn once the server
+// answers; both are closed when the test ends.
+func openEngine(t *testing.T, dialect, dsn, name string) (*gorm.DB, *sql.DB) {
+	t.Helper()
+	raw, err := sql.Open(driverName(dialect), dsn)
+	if err != nil {
+		t.Fatalf("sql.Open: %v", err)
+	}
+	t.Cleanup(func() { _ = raw.Close() })
+	waitAnswers(t, raw, name)
+	d := postgres.Open(dsn)
+	if dialect == dialectMySQL {
+		d = mysql.Open(dsn)
+	}
+	db, err := gorm.Open(d, &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)})
+	if err != nil {
+		t.Fatalf("gorm.Open(%s): %v", name, err)
+	}
+	if sqlDB, err := db.DB(); err == nil {
+		t.Cleanup(func() { _ = sqlDB.Close() })
+	}
+	return db, raw
+}
+
+// A Citus node that is not the coordinator is refused; once the node is
+// registered as the coordinator (citus_set_coordinator_host), dlock locks
+// on it. DLOCK_TEST_CITUS_DSN names a single-node Citus (the CI job runs
+// citusdata/citus), skipped otherwise.
+func TestCitusCoordinatorOnly(t *testing.T) {
+	dsn := os.Getenv("DLOCK_TEST_CITUS_DSN")
+	if dsn == "" {
+		t.Skip("set DLOCK_TEST_CITUS_DSN to run against a real Citus node")
+	}
+	db, raw := openEngine(t, dialectPostgres, dsn, "Citus")
+	var coordinator bool
+	if err := raw.QueryRow("SELECT citus_is_coordinator()").Scan(&coordinator); err != nil {
+		t.Fatalf("SELECT citus_is_coordinator(): %v", err)
+	}
+	if !coordinator {
+		err := db.Use(dlock.Plugin{})
+		t.Logf("db.Use on a Citus node with citus_is_coordinator() = false: %v", err)
+		wantRefused(t, "db.Use(dlock.Plugin{}) on a Citus node that is not the coordinator", err, "Citus node that is not the coordinator")
+		if _, err := raw.Exec("SELECT citus_set_coordinator_host('localhost')"); err != nil {
+			t.Fatalf("citus_set_coordinator_host: %v", err)
+		}
+		db, _ = openEngine(t, dialectPostgres, dsn, "Citus")
+	}
+	if err := db.Use(dlock.Plugin{}); err != nil {
+		t.Fatalf("db.Use(dlock.Plugin{}) on the Citus coordinator = %v, want nil", err)
+	}
+	err := dlock.WithLock(context.Background(), db, "citus-coordinator", func(*gorm.DB) error { return nil }, dlock.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("WithLock() on the Citus coordinator = %v, want nil", err)
+	}
+}
+
+// A MySQL server with the Group Replication plugin loaded in multi-primary
+// mode is refused, read from the variables only the loaded plugin has.
+// DLOCK_TEST_GR_MULTI_PRIMARY_DSN names one (the CI job installs the
+// plugin on MySQL 8.4 and sets group_replication_single_primary_mode =
+// OFF, the group not started), skipped otherwise.
+func TestGroupReplicationMultiPrimaryRefused(t *testing.T) {
+	dsn := os.Getenv("DLOCK_TEST_GR_MULTI_PRIMARY_DSN")
+	if dsn == "" {
+		t.Skip("set DLOCK_TEST_GR_MULTI_PRIMARY_DSN to run against a MySQL server with Group Replication in multi-primary mode")
+	}
+	db, raw := openEngine(t, dialectMySQL, dsn, "MySQL with Group Replication")
+	var mode string
+	if err := raw.QueryRow("SELECT @@global.group_replication_single_primary_mode").Scan(&mode); err != nil {
+		t.Fatalf("SELECT @@group_replication_single_primary_mode: %v", err)
+	}
+	err := db.Use(dlock.Plugin{})
+	t.Logf("db.Use with @@group_replication_single_primary_mode = %s: %v", mode, err)
+	wantRefused(t, "db.Use(dlock.Plugin{}) on a multi-primary Group Replication member", err, "Group Replication member in multi-primary mode")
+}

@@ -70,7 +70,7 @@ func TestMySQLProxySharesSessions(t *testing.T) {
 			if err != nil {
 				t.Fatalf("sqlDB.Conn: %v", err)
 			}
-			defer conn.Close()
+			t.Cleanup(func() { _ = conn.Close() })
 			ids = append(ids, connectionID(t, conn))
 		}
 		if ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2] {
@@ -197,10 +197,9 @@ func TestMySQLProxyGrantOnAnotherBackend(t *testing.T) {
 		wantRefused(t, "Acquire()", err, "ran on server session", "multiplexes", "released there")
 		t.Logf("Acquire() = %v", err)
 		var at, own int64
-		msg := err.Error()
-		if _, serr := fmt.Sscanf(msg[strings.Index(msg, "ran on server session"):],
-			"ran on server session %d, not on the session's own %d", &at, &own); serr != nil {
-			t.Fatalf("cannot read the server sessions from %q: %v", msg, serr)
+		_, rest, _ := strings.Cut(err.Error(), "ran on server session ")
+		if _, serr := fmt.Sscanf(rest, "%d, not on the session's own %d", &at, &own); serr != nil {
+			t.Fatalf("cannot read the server sessions from %q: %v", err, serr)
 		}
 		var undo bool
 		for _, q := range p.sent(at) {
@@ -269,6 +268,11 @@ func TestMySQLProxyPinnedNoOverlap(t *testing.T) {
 		}
 		if ran.Load() == 0 {
 			t.Fatalf("no WithLock body ran through the pinning proxy")
+		}
+		// Fresh sessions read their id on one server session and run
+		// GET_LOCK on the next: the lock statements' check must fire.
+		if refusals.Load() == 0 {
+			t.Fatalf("no grant on another server session was refused through the pinning proxy")
 		}
 		b.waitFreeName(t, key)
 	})
