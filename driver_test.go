@@ -43,20 +43,12 @@ func TestPgConnRefIsWeak(t *testing.T) {
 	if v := pgRefOf(struct{}{}).view(); v != nil {
 		t.Errorf("view() of another driver's connection = %v, want nil", v)
 	}
+	runtime.KeepAlive(dc)
 
 	// The PgConn refers to what refers to the session (the registry's key
 	// here), as pgx's kept context does: the entry must still go.
-	key := new(byte)
-	s := driverSessions.loadOrStore(key, func() *session {
-		s := newSession()
-		s.pg = pgRefOf(dc)
-		return s
-	})
-	dc.c.pg.kept = key
-	_ = s
-	collected := make(chan struct{})
-	runtime.AddCleanup(key, func(c chan struct{}) { close(c) }, collected)
-	key, s, dc = nil, nil, nil
+	var collected chan struct{}
+	ref, collected = registerPgSession()
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		runtime.GC()
 		select {
@@ -71,4 +63,22 @@ func TestPgConnRefIsWeak(t *testing.T) {
 			t.Fatalf("a registry key reachable from its PgConn was never collected")
 		}
 	}
+}
+
+// registerPgSession keeps the state of a new fake pgx connection in
+// driverSessions, keyed by an object its PgConn refers to, and returns
+// the reference to the PgConn and a channel closed when the key is
+// collected.
+func registerPgSession() (pgConnRef, chan struct{}) {
+	dc := newFakeStdlibConn(7)
+	key := new(byte)
+	s := driverSessions.loadOrStore(key, func() *session {
+		s := newSession()
+		s.pg = pgRefOf(dc)
+		return s
+	})
+	dc.c.pg.kept = key
+	collected := make(chan struct{})
+	runtime.AddCleanup(key, func(c chan struct{}) { close(c) }, collected)
+	return s.pg, collected
 }

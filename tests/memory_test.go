@@ -110,7 +110,7 @@ func acquireRelease(ctx context.Context, tx *gorm.DB, key string) error {
 		return err
 	}
 	if ok, err := l.Acquire(ctx); !ok || err != nil {
-		return fmt.Errorf("Acquire() = %v, %v", ok, err)
+		return fmt.Errorf("Acquire() = %v, %w", ok, err)
 	}
 	return l.Close(ctx)
 }
@@ -223,7 +223,7 @@ func useAndClose(t *testing.T, b *testDB, pools, dbs *collectCounter) {
 		// A second session finds the key busy.
 		err := dlock.WithLock(context.Background(), db, key, func(*gorm.DB) error { return nil }, dlock.NoWait())
 		if !errors.Is(err, dlock.ErrNotAcquired) {
-			return fmt.Errorf("nested NoWait on a busy key: %v", err)
+			return fmt.Errorf("nested NoWait on a busy key: %w", err)
 		}
 		return tx.Exec("SELECT 1").Error
 	})
