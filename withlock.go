@@ -191,8 +191,8 @@ func connection(ctx context.Context, db *gorm.DB, reg registration, h *heldKey, 
 // fnContext returns fn's context: ctx, carrying h when it is not nil,
 // that ends when a lock is found lost.
 func fnContext(ctx context.Context, h *heldKey) (context.Context, context.CancelCauseFunc) {
-	if h != nil {
-		h.parent, _ = ctx.Value(heldCtxKey{}).(*heldKey)
+	if cur, _ := ctx.Value(heldCtxKey{}).(*heldKey); h != nil && cur != h {
+		h.parent = cur // ctx may carry h already: an Xact fn's, from connection
 		ctx = context.WithValue(ctx, heldCtxKey{}, h)
 	}
 	return context.WithCancelCause(ctx)
