@@ -124,7 +124,7 @@ func (c *canceller) fire(reason cancelReason) {
 	resend := time.NewTicker(cancelResend)
 	defer resend.Stop()
 	for {
-		if err := c.l.backend.cancel(cctx, c.l.reg.pool, c.l.sess.id); err != nil {
+		if err := c.l.bind.backend.cancel(cctx, c.l.bind.reg.pool, c.l.bind.sess.id); err != nil {
 			break
 		}
 		select {

@@ -9,7 +9,7 @@ import (
 
 func newTestWatcher(ctx context.Context, cut time.Duration) (*canceller, *controlRecorder, *atomic.Bool) {
 	r := &controlRecorder{}
-	l := &Lock{binding: binding{backend: r, sess: newSession()}}
+	l := &Lock{bind: binding{backend: r, sess: newSession()}}
 	var dropped atomic.Bool
 	w := &canceller{l: l, ctx: ctx, cancelAfter: cut, drop: func() { dropped.Store(true) }}
 	return w, r, &dropped
