@@ -261,7 +261,9 @@ func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
 	stmtCtx := quiet(ctx)
 	var c *canceller
 	if p.b.cancellable {
-		c = &canceller{l: l, ctx: ctx, cancelAfter: p.cancelAfter, ctxDeadline: p.ctxDeadline}
+		be, pool, id := l.bind.backend, l.bind.reg.pool, s.id
+		c = &canceller{ctx: ctx, cancelAfter: p.cancelAfter, ctxDeadline: p.ctxDeadline,
+			send: func(ctx context.Context) error { return be.cancel(ctx, pool, id) }}
 		// The canceller's last resort ends the wait on the client: a
 		// deadline on the driver's network connection where dlock knows
 		// it (so the driver need not watch the statement's context),
@@ -394,4 +396,3 @@ func (l *Lock) tryLocked(ctx context.Context, p waitPlan) (ok bool, err error) {
 	})
 	return ok && err == nil, err
 }
-

@@ -57,9 +57,9 @@ type Lock struct {
 	stmtKey any     // the backend's form of dbKey for its statements
 	mode    options // shared, xact
 	wait    options // default wait, from New
-	bind  binding // where its statements go
-	seq   uint64
-	alone bool // refuse to stack on a hold of the same key on the session (WithLock)
+	bind    binding // where its statements go
+	seq     uint64
+	alone   bool // refuse to stack on a hold of the same key on the session (WithLock)
 
 	// Used only inside acquire, which runs for one Acquire at a time.
 	skipsLeft  int // acquires left that skip the first try
@@ -435,4 +435,3 @@ func (l *Lock) grantedLocked(ctx context.Context) error {
 	l.monitor().watch(l, gen)
 	return nil
 }
-

@@ -118,4 +118,3 @@ func (g *overrunGuard) fire() {
 	defer cancel()
 	_ = be.terminate(ctx, pool, id)
 }
-

@@ -172,4 +172,3 @@ func (l *Lock) sessionFailedLocked(err error) error {
 	}
 	return why
 }
-
