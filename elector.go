@@ -325,7 +325,7 @@ func (e *Elector) campaign(ctx context.Context) (*term, error) {
 		_ = conn.Close()
 		return nil, err
 	}
-	return &term{conn: conn, lock: l, sid: l.sess.idSeen.Load(), granted: time.Now(), stop: make(chan struct{}), stopped: make(chan struct{})}, nil
+	return &term{conn: conn, lock: l, sid: l.bind.sess.idSeen.Load(), granted: time.Now(), stop: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
 
 // serve runs one term: the beacon, the fence, lead, the release. It
@@ -529,7 +529,7 @@ func (e *Elector) stopBeacon(ctx context.Context, t *term) bool {
 		}
 		break
 	}
-	if nc := t.lock.sess.overrun.netConn; nc != nil {
+	if nc := t.lock.bind.sess.overrun.netConn; nc != nil {
 		_ = nc.SetDeadline(time.Now())
 	} else {
 		tctx, cancel := context.WithTimeout(quiet(ctx), e.reg.cfg.ReleaseTimeout)

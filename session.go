@@ -71,38 +71,6 @@ func newSession() *session {
 	}
 }
 
-// binding is where a Lock's statements go: its session's state, the
-// database/sql handle they run on, and the backend and registration that
-// shape and bound them. The leak check makes one without a Lock, to
-// release holds whose Lock is gone.
-type binding struct {
-	reg     registration
-	backend backend
-	handle  querier // the *sql.Conn, or the *sql.Tx of an Xact lock
-	tx      txState
-	sess    *session
-	pin     *pin // the pin of a session lock's *sql.Conn; nil in a transaction
-}
-
-// pin is one pinning of a physical session: one *sql.Conn. Pins of one
-// connection follow each other, so their generations order them.
-type pin struct {
-	sess *session
-	gen  uint64
-}
-
-// pinOf returns the pin of c, and with it the state of the physical
-// connection c runs on. It sends nothing: the driver connection behind
-// (*sql.Conn).Raw is the same object every time the pool hands that
-// connection out, so it names the physical session.
-func pinOf(c *sql.Conn) *pin {
-	if p, ok := connPins.load(c); ok {
-		return p
-	}
-	s := physicalSession(c)
-	return connPins.loadOrStore(c, func() *pin { return &pin{sess: s, gen: s.pins.Add(1)} })
-}
-
 // physicalSession returns the state of the driver connection behind c,
 // or fresh state for c alone when c is closed or its driver connection
 // is not a pointer.

@@ -494,7 +494,7 @@ func mysqlCheckGrant(ctx context.Context, q querier, lit string, granted bool, a
 		return nil
 	}
 	// Read under the session mutex, which the caller holds; dlock reads
-	// the id before the session's first lock statement (probeSessionID).
+	// the id before the session's first lock statement (probeSessionIDLocked).
 	id := p.sess.idSeen.Load()
 	if id == 0 || id == at {
 		return nil

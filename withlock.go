@@ -134,7 +134,7 @@ func lockAndRun(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc, 
 // Close sends nothing: without it a killed holder would hear only the
 // driver's error.
 func (l *Lock) settle(err error) error {
-	if err != nil && l.mode.xact && l.classify(err) == failLost {
+	if err != nil && l.mode.xact && l.bind.classify(err) == failLost {
 		l.markLost(lostCause(err))
 	}
 	return err
