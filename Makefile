@@ -1,11 +1,16 @@
 # Build and test tasks for github.com/gormdlock/dlock.
 #
-# The repository holds six Go modules: the library (root), the integration
+# The repository holds seven Go modules: the library (root), the integration
 # tests (tests/), the examples (examples/), the benchmarks (bench/), the
-# command-line tool (cmd/dlock/) and the OpenTelemetry adapter (otel/).
-# `make test` is the canonical
-# test command; the integration tests need the databases described in
-# tests/db_test.go and skip a database that is not reachable.
+# command-line tool (cmd/dlock/), the OpenTelemetry adapter (otel/) and the
+# repository's own tools (tools/). go.work joins all but tools/ for
+# development: each submodule requires the root (and examples/ otel) at the
+# release being prepared, which go.work replaces with the directory. The
+# root is built and tested on its own (GOWORK=off), with exactly its go.mod;
+# tools/ too, so that its requirements do not move the workspace's.
+# `make test` is the canonical test command; the integration tests need the
+# databases described in tests/db_test.go and skip a database that is not
+# reachable.
 
 GO ?= go
 GOFMT ?= gofmt
@@ -21,14 +26,14 @@ STATICCHECK_VERSION := v0.8.2
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-.PHONY: all test test-unit test-integration test-cli test-otel topology partition demo vet fmt-check fmt ci examples lint staticcheck stress bench
+.PHONY: all test test-unit test-integration test-cli test-otel topology partition demo vet fmt-check fmt ci examples lint staticcheck stress bench release-check tidy
 
 all: vet fmt-check test
 
 test: test-unit test-integration test-cli test-otel
 
 test-unit:
-	$(GO) test -race -count=1 ./...
+	GOWORK=off $(GO) test -race -count=1 ./...
 
 test-integration:
 	cd tests && $(GO) test -race -count=1 ./...
@@ -81,46 +86,17 @@ fmt:
 ci:
 	./.ci/run
 
-# Run every example program; each prints what it does and skips a database
-# it cannot reach (see examples/README.md).
-examples:
-	@set -e; for e in $(EXAMPLES); do \
-		echo "==> examples/$$e"; \
-		(cd examples && $(GO) run ./$$e); \
-	done
+# Publish HEAD's modules into a file:// module proxy at the candidate
+# version (VERSION, default the newest "## vX.Y.Z" of CHANGELOG.md) and
+# install them from it as the README says, outside the workspace, in an
+# empty GOPATH: go install .../cmd/dlock@latest and dlock -h; go get of the
+# root and otel into a new module that builds. See CONTRIBUTING.md,
+# "Releasing".
+release-check:
+	./.ci/release-check
 
-# golangci-lint with .golangci.yml, in each module; reports every module
-# before failing.
-lint:
-	@status=0; for m in $(MODULES); do \
-		echo "golangci-lint ($$m)"; \
-		(cd $$m && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...) || status=1; \
-	done; exit $$status
-
-# staticcheck alone, in each module (golangci-lint runs it too; this is the
-# light check .ci/run does).
-staticcheck:
-	@status=0; for m in $(MODULES); do \
-		echo "staticcheck ($$m)"; \
-		(cd $$m && $(STATICCHECK) ./...) || status=1; \
-	done; exit $$status
-
-# Failure tests at scale (DLOCK_STRESS multiplies their rounds; as root,
-# TestServerRestart stops and starts the local servers), then a short fuzz
-# run of the key mapping. `.ci/run` runs it after `make test`.
-STRESS ?= 20
-FUZZTIME ?= 15s
-
-stress:
-	cd tests && DLOCK_STRESS=$(STRESS) $(GO) test -race -count=1 -timeout 20m -v -run 'Stress|ServerRestart' ./...
-	$(GO) test -run '^$$' -fuzz '^FuzzPgKey$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzMySQLName$$' -fuzztime $(FUZZTIME) .
-
-# Benchmarks of dlock against the same SQL written by hand and the Go peers,
-# on the local MariaDB and PostgreSQL (DSNs as for the integration tests):
-# runs every series BENCH_ROUNDS times, interleaved, prints one table per
-# database with ratios against raw SQL, and writes bench/results/.
-BENCH_ROUNDS ?= 3
-
-bench:
-	cd bench && $(GO) run ./cmd/benchtab -rounds $(BENCH_ROUNDS) -out results
+# go mod tidy in every module (TIDY_FLAGS=-diff: report, change nothing).
+# How the submodules are tidied outside the workspace: .ci/tidy.
+TIDY_FLAGS ?=
+tidy:
+	./.ci/tidy $(TIDY_FLAGS)
