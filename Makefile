@@ -13,8 +13,12 @@
 # reachable.
 
 GO ?= go
+
+# gowork,DIR: "GOWORK=off" for the modules outside the workspace (the shell
+# variable $$m holds DIR).
+gowork = $$(case $(1) in .|tools) echo GOWORK=off;; esac)
 GOFMT ?= gofmt
-MODULES := . tests examples cmd/dlock otel
+MODULES := . tests examples cmd/dlock otel tools
 
 # The example programs in examples/, in the order `make examples` runs them.
 EXAMPLES := demo cron leader account pgxact python who
@@ -30,13 +34,30 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSIO
 
 all: vet fmt-check test
 
-test: test-unit test-integration test-cli test-otel
+# `make test` runs the four groups below with `go test -json` through
+# tools/testsum, which prints what plain go test prints, then one summary:
+# how many tests ran, how many were skipped, and which target runs each
+# skipped group (make topology, make partition, make stress). A failing
+# group does not stop the others. Each group alone (make test-unit, ...)
+# runs plain go test.
+GOTEST ?= $(GO) test
+TESTSUM := $(CURDIR)/bin/testsum
+TEST_RESULTS := $(CURDIR)/bin/test-results.jsonl
+
+test:
+	@cd tools && GOWORK=off $(GO) build -o $(TESTSUM) ./testsum
+	@rm -f $(TEST_RESULTS)
+	@status=0; for t in test-unit test-integration test-cli test-otel; do \
+		$(MAKE) --no-print-directory $$t GOTEST='$(TESTSUM) -record $(TEST_RESULTS) -- $(GO) test -json' || status=1; \
+	done; \
+	$(TESTSUM) -report $(TEST_RESULTS) || status=1; \
+	exit $$status
 
 test-unit:
-	GOWORK=off $(GO) test -race -count=1 ./...
+	GOWORK=off $(GOTEST) -race -count=1 ./...
 
 test-integration:
-	cd tests && $(GO) test -race -count=1 ./...
+	cd tests && $(GOTEST) -race -count=1 ./...
 
 # Production topologies (tests/topology): PgBouncer in session and
 # transaction pooling, a PostgreSQL streaming hot standby, a Galera node and
@@ -57,12 +78,12 @@ partition:
 
 # The dlock command against the same databases (same DSN variables).
 test-cli:
-	cd cmd/dlock && $(GO) test -race -count=1 ./...
+	cd cmd/dlock && $(GOTEST) -race -count=1 ./...
 
 # The OpenTelemetry adapter, with the SDK's in-memory exporters, against
 # the same databases (same DSN variables).
 test-otel:
-	cd otel && $(GO) test -race -count=1 ./...
+	cd otel && $(GOTEST) -race -count=1 ./...
 
 # TAGS=containers builds the examples with the testcontainers-go fallback
 # for a server that does not answer (examples/README.md); without it they
@@ -72,11 +93,14 @@ TAGS ?=
 demo:
 	cd examples && $(GO) run -tags '$(TAGS)' ./demo
 
+# The root and tools/ are vetted, linted and tested outside the workspace
+# (GOWORK=off), with their own go.mod.
 vet:
 	@set -e; for m in $(MODULES); do \
 		echo "go vet ($$m)"; \
-		(cd $$m && $(GO) vet ./...); \
+		(cd $$m && env $(call gowork,$$m) $(GO) vet ./...); \
 	done
+	cd examples && $(GO) vet -tags containers ./...
 
 # gofmt walks the whole tree, so "." covers tests/ and examples/ too.
 fmt-check:
@@ -90,6 +114,50 @@ fmt:
 
 ci:
 	./.ci/run
+
+# Run every example program; each prints what it does and skips a database
+# it cannot reach (see examples/README.md).
+examples:
+	@set -e; for e in $(EXAMPLES); do \
+		echo "==> examples/$$e"; \
+		(cd examples && $(GO) run -tags '$(TAGS)' ./$$e); \
+	done
+
+# golangci-lint with .golangci.yml, in each module; reports every module
+# before failing.
+lint:
+	@status=0; for m in $(MODULES); do \
+		echo "golangci-lint ($$m)"; \
+		(cd $$m && env $(call gowork,$$m) $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml ./...) || status=1; \
+	done; exit $$status
+
+# staticcheck alone, in each module (golangci-lint runs it too; this is the
+# light check .ci/run does).
+staticcheck:
+	@status=0; for m in $(MODULES); do \
+		echo "staticcheck ($$m)"; \
+		(cd $$m && env $(call gowork,$$m) $(STATICCHECK) ./...) || status=1; \
+	done; exit $$status
+
+# Failure tests at scale (DLOCK_STRESS multiplies their rounds; as root,
+# TestServerRestart stops and starts the local servers), then a short fuzz
+# run of the key mapping. `.ci/run` runs it after `make test`.
+STRESS ?= 20
+FUZZTIME ?= 15s
+
+stress:
+	cd tests && DLOCK_STRESS=$(STRESS) $(GO) test -race -count=1 -timeout 20m -v -run 'Stress|ServerRestart' ./...
+	GOWORK=off $(GO) test -run '^$$' -fuzz '^FuzzPgKey$$' -fuzztime $(FUZZTIME) .
+	GOWORK=off $(GO) test -run '^$$' -fuzz '^FuzzMySQLName$$' -fuzztime $(FUZZTIME) .
+
+# Benchmarks of dlock against the same SQL written by hand and the Go peers,
+# on the local MariaDB and PostgreSQL (DSNs as for the integration tests):
+# runs every series BENCH_ROUNDS times, interleaved, prints one table per
+# database with ratios against raw SQL, and writes bench/results/.
+BENCH_ROUNDS ?= 3
+
+bench:
+	cd bench && $(GO) run ./cmd/benchtab -rounds $(BENCH_ROUNDS) -out results
 
 # Publish HEAD's modules into a file:// module proxy at the candidate
 # version (VERSION, default the newest "## vX.Y.Z" of CHANGELOG.md) and
