@@ -39,8 +39,6 @@ func Example() {
 		whoHolds(ctx, db, "nightly-report")
 	case err != nil:
 		log.Fatal(err)
-	default:
-		log.Print("WithLock: ran the report and released the lock")
 	}
 }
 
@@ -66,9 +64,7 @@ func ExampleNew() {
 	})
 	if err != nil {
 		log.Printf("not run: %v", err)
-		return
 	}
-	log.Print("by hand: ran the report and released the lock")
 }
 
 // Wait at most two seconds; the server does the waiting.
