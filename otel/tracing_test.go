@@ -21,10 +21,10 @@ var exporter sdktrace.SpanExporter
 func Example_tracing() {
 	ctx := context.Background()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter))
-	defer func() { _ = tp.Shutdown(context.Background()) }()
 	if err := db.Use(dlock.Plugin{Observer: dlockotel.New(dlockotel.WithTracerProvider(tp))}); err != nil {
 		log.Fatal(err)
 	}
+	defer func() { _ = tp.Shutdown(context.Background()) }() // flushes the spans
 	report := func(tx *gorm.DB) error {
 		ctx, span := tp.Tracer("report").Start(tx.Statement.Context, "nightly-report")
 		defer span.End()
