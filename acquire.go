@@ -278,7 +278,7 @@ func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
 			c.drop = drop
 		}
 	}
-	ok, err := l.bind.backend.lock(stmtCtx, l.bind.handle, l.bind.tx, l.stmtKey, l.mode, p.b, c)
+	ok, err := l.bind.backend.lock(stmtCtx, l.bind.target(), l.stmtKey, l.mode, p.b, c)
 	reason := c.reason() // the canceller has stopped: no cancel is in flight
 
 	if err == nil && ok {
@@ -354,11 +354,11 @@ func (l *Lock) dropStrayHoldLocked(ctx context.Context) error {
 		return nil
 	}
 	err := l.bind.boundedLocked(ctx, func(qctx context.Context) error {
-		held, err := l.bind.backend.held(qctx, l.bind.handle, l.stmtKey, l.mode)
+		held, err := l.bind.backend.held(qctx, l.bind.target(), l.stmtKey, l.mode)
 		if err != nil || !held {
 			return err
 		}
-		released, err := l.bind.backend.unlock(qctx, l.bind.handle, l.stmtKey, l.mode)
+		released, err := l.bind.backend.unlock(qctx, l.bind.target(), l.stmtKey, l.mode)
 		if err == nil && !released {
 			err = errors.New("dlock: the stray hold could not be released")
 		}
@@ -391,7 +391,7 @@ func (l *Lock) tryLocked(ctx context.Context, p waitPlan) (ok bool, err error) {
 	}
 	err = l.bind.boundedWithinLocked(ctx, d, func(qctx context.Context) error {
 		var err error
-		ok, err = l.bind.backend.lock(qctx, l.bind.handle, l.bind.tx, l.stmtKey, l.mode, waitBound{try: true}, nil)
+		ok, err = l.bind.backend.lock(qctx, l.bind.target(), l.stmtKey, l.mode, waitBound{try: true}, nil)
 		return err
 	})
 	return ok && err == nil, err

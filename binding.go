@@ -35,6 +35,17 @@ type pin struct {
 	gen  uint64
 }
 
+// target is what the backend's statements run on: the handle, its
+// transaction state, and the session id to check when dlock read it from
+// the server on a pinned session (see target).
+func (b *binding) target() target {
+	t := target{q: b.handle, tx: b.tx}
+	if _, pinned := b.handle.(*sql.Conn); pinned && b.sess.idRead {
+		t.check = b.sess.id
+	}
+	return t
+}
+
 // pinOf returns the pin of c, and with it the state of the physical
 // connection c runs on. It sends nothing: the driver connection behind
 // (*sql.Conn).Raw is the same object every time the pool hands that
@@ -64,10 +75,6 @@ func (b *binding) readyLocked(ctx context.Context) error {
 		return errPinReused
 	}
 	s.pinGen = p.gen
-	if c, ok := b.handle.(*sql.Conn); ok && s.idRead && b.reg.server.checksPID() {
-		// The statements on this pin check the session's backend too.
-		verifiedPIDs.store(c, s.id)
-	}
 	return b.releaseStaleLocked(ctx)
 }
 
@@ -94,7 +101,7 @@ func (b *binding) releaseStaleLocked(ctx context.Context) error {
 // session's book. If that fails, the session is discarded.
 func (b *binding) releaseHoldLocked(ctx context.Context, h hold) error {
 	err := b.boundedLocked(ctx, func(qctx context.Context) error {
-		_, err := b.backend.unlock(qctx, b.handle, b.backend.stmtKey(h.dbKey), options{shared: h.shared})
+		_, err := b.backend.unlock(qctx, b.target(), b.backend.stmtKey(h.dbKey), options{shared: h.shared})
 		return err
 	})
 	if err != nil {

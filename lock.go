@@ -257,7 +257,7 @@ func (l *Lock) heldLocked(ctx context.Context) (held bool, err error) {
 	}
 	err = l.bind.boundedLocked(ctx, func(qctx context.Context) error {
 		var err error
-		held, err = l.bind.backend.held(qctx, l.bind.handle, l.stmtKey, l.mode)
+		held, err = l.bind.backend.held(qctx, l.bind.target(), l.stmtKey, l.mode)
 		return err
 	})
 	switch {

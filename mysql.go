@@ -131,7 +131,8 @@ func (b *mysqlBackend) waitSQL(k *mysqlStmts, bd waitBound) string {
 	}
 }
 
-func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ options, bd waitBound, c *canceller) (bool, error) {
+func (b *mysqlBackend) lock(ctx context.Context, t target, k any, _ options, bd waitBound, c *canceller) (bool, error) {
+	q := t.q
 	var (
 		r  sql.NullInt64
 		at int64
@@ -142,7 +143,7 @@ func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ 
 	if err != nil {
 		return false, err
 	}
-	if err := mysqlCheckGrant(ctx, q, k.(*mysqlStmts).lit, r.Valid && r.Int64 == 1, at); err != nil {
+	if err := mysqlCheckGrant(ctx, t, k.(*mysqlStmts).lit, r.Valid && r.Int64 == 1, at); err != nil {
 		return false, err
 	}
 	if !r.Valid {
@@ -151,15 +152,15 @@ func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ 
 	return r.Int64 == 1, nil
 }
 
-func (*mysqlBackend) unlock(ctx context.Context, q querier, k any, _ options) (bool, error) {
+func (*mysqlBackend) unlock(ctx context.Context, t target, k any, _ options) (bool, error) {
 	var r sql.NullInt64
-	err := q.QueryRowContext(ctx, k.(*mysqlStmts).release).Scan(&r)
+	err := t.q.QueryRowContext(ctx, k.(*mysqlStmts).release).Scan(&r)
 	return r.Valid && r.Int64 == 1, err
 }
 
-func (*mysqlBackend) held(ctx context.Context, q querier, k any, _ options) (bool, error) {
+func (*mysqlBackend) held(ctx context.Context, t target, k any, _ options) (bool, error) {
 	var r sql.NullInt64
-	err := q.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+k.(*mysqlStmts).lit+") = CONNECTION_ID()").Scan(&r)
+	err := t.q.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+k.(*mysqlStmts).lit+") = CONNECTION_ID()").Scan(&r)
 	return r.Valid && r.Int64 == 1, err
 }
 

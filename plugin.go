@@ -175,14 +175,6 @@ type server struct {
 	monitor *monitor
 }
 
-// checksPID reports whether the lock statements check the backend pid of
-// a session whose id dlock read from the server (PostgreSQL; see
-// pgVerifiedPID).
-func (s *server) checksPID() bool {
-	_, pg := s.backend.(pgBackend)
-	return pg
-}
-
 // servers maps a *sql.DB to what Initialize learned about its server.
 var servers weakMap[sql.DB, *server]
 

@@ -91,7 +91,7 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 	var ok bool
 	err = l.bind.boundedLocked(ctx, func(qctx context.Context) error {
 		var err error
-		ok, err = l.bind.backend.unlock(qctx, l.bind.handle, l.stmtKey, l.mode)
+		ok, err = l.bind.backend.unlock(qctx, l.bind.target(), l.stmtKey, l.mode)
 		return err
 	})
 	if err == nil {

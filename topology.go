@@ -412,23 +412,6 @@ func isRefusal(err error) bool {
 	return errors.Is(err, ErrUnsupportedDialect)
 }
 
-// verifiedPIDs holds the backend pid that dlock read from the server for
-// a pinned session whose driver does not tell it truly: behind a pooler
-// (pgx's PID() is PgBouncer's cancel key) or with drivers other than pgx.
-var verifiedPIDs weakMap[sql.Conn, int64]
-
-// pgVerifiedPID returns the backend pid read for the session q, if any.
-// The lock, release and held statements on such a session check it at no
-// extra round trip: a session that moved to another backend, as under
-// transaction pooling, is lost, and a release runs only on its backend.
-func pgVerifiedPID(q querier) (int64, bool) {
-	c, ok := q.(*sql.Conn)
-	if !ok {
-		return 0, false
-	}
-	return verifiedPIDs.load(c)
-}
-
 // errSessionMoved is part of the error of a statement that ran on another
 // backend than the session's.
 var errSessionMoved = errors.New("dlock: the session moved to another backend")
@@ -478,30 +461,20 @@ const pgHeldPIDSQL = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'ad
 	" AND pid = $4 AND granted AND classid = $1 AND objid = $2 AND objsubid = 1 AND mode = $3)"
 
 // mysqlCheckGrant compares at, the CONNECTION_ID() a lock statement ran
-// on, with the id dlock read for the physical session behind q (no
-// allocation: the pin of q is registered already). On another server session
+// on, with t.check, the id dlock read for the session (none: no check). On
+// another server session
 // (a proxy that multiplexes sessions, or one reconfigured after db.Use), a
 // grant is undone there, as far as the statements that follow reach it,
 // and the session is reported lost: an error matching ErrLockLost and
 // ErrUnsupportedDialect, which the caller reports with ErrNotAcquired.
-func mysqlCheckGrant(ctx context.Context, q querier, lit string, granted bool, at int64) error {
-	c, ok := q.(*sql.Conn)
-	if !ok {
-		return nil
-	}
-	p, ok := connPins.load(c)
-	if !ok {
-		return nil
-	}
-	// Read under the session mutex, which the caller holds; dlock reads
-	// the id before the session's first lock statement (probeSessionIDLocked).
-	id := p.sess.idSeen.Load()
+func mysqlCheckGrant(ctx context.Context, t target, lit string, granted bool, at int64) error {
+	id := t.check
 	if id == 0 || id == at {
 		return nil
 	}
 	e := &mysqlMovedError{id: id, at: at, granted: granted}
 	if granted {
-		e.undone = mysqlUndoOn(ctx, q, lit, at)
+		e.undone = mysqlUndoOn(ctx, t.q, lit, at)
 	}
 	return e
 }
