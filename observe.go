@@ -7,11 +7,17 @@ import (
 	"time"
 )
 
-// Observer is told what dlock does, for metrics and traces: set it as
-// Plugin.Observer. The module github.com/gormdlock/dlock/otel adapts it
-// to OpenTelemetry. Its methods run on the goroutine of the dlock call (Lost
-// on whichever goroutine found the loss), so they must return quickly and
-// must not call back into the Lock. A nil Observer costs nothing.
+// Observer is told what dlock does with locks, for metrics and traces: set
+// it as Plugin.Observer. The module github.com/gormdlock/dlock/otel adapts
+// it to OpenTelemetry. Its methods run on the goroutine of the dlock call
+// (Lost on whichever goroutine found the loss, after the loss has been
+// signalled: Done closed, fn's context ended), so they must return quickly
+// and must not call back into the Lock. A nil Observer costs nothing.
+//
+// Observer does not grow: events that dlock adds later come as small
+// interfaces of their own, which a Plugin.Observer may also implement and
+// which dlock finds by type assertion ([ElectionObserver] is the first), so
+// an implementation keeps compiling as dlock grows.
 type Observer interface {
 	// AcquireStart is called when an Acquire begins, or the acquire of a
 	// WithLock; the context it returns is the one AcquireEnd receives.
