@@ -45,8 +45,8 @@ func TestGrantedAndReleased(t *testing.T) {
 		if n, _ := countOf(rm, MetricAcquires, granted); n != 1 {
 			t.Fatalf("%s{granted} = %d, want 1", MetricAcquires, n)
 		}
-		if n, _ := countOf(rm, MetricAcquireWait, granted); n != 1 {
-			t.Fatalf("%s{granted} count = %d, want 1", MetricAcquireWait, n)
+		if n, _ := countOf(rm, MetricAcquireDuration, granted); n != 1 {
+			t.Fatalf("%s{granted} count = %d, want 1", MetricAcquireDuration, n)
 		}
 		if n, sum := countOf(rm, MetricHoldDuration); n != 1 || sum < 0.05 {
 			t.Fatalf("%s = count %d, sum %vs; want 1, at least 0.05s", MetricHoldDuration, n, sum)
@@ -96,8 +96,8 @@ func wantOutcome(t *testing.T, o *sdk, outcome string, minWait time.Duration) {
 	if n, _ := countOf(rm, MetricAcquires, attr); n != 1 {
 		t.Fatalf("%s{%s} = %d, want 1; series %v", MetricAcquires, outcome, n, seriesOf(rm, MetricAcquires))
 	}
-	if n, sum := countOf(rm, MetricAcquireWait, attr); n != 1 || sum < minWait.Seconds() {
-		t.Fatalf("%s{%s} = count %d, sum %vs; want 1, at least %v", MetricAcquireWait, outcome, n, sum, minWait)
+	if n, sum := countOf(rm, MetricAcquireDuration, attr); n != 1 || sum < minWait.Seconds() {
+		t.Fatalf("%s{%s} = count %d, sum %vs; want 1, at least %v", MetricAcquireDuration, outcome, n, sum, minWait)
 	}
 	if n, _ := countOf(rm, MetricHoldDuration); n != 0 {
 		t.Fatalf("%s count = %d, want 0 (nothing was held)", MetricHoldDuration, n)
@@ -253,7 +253,7 @@ func TestHoldExcludesWait(t *testing.T) {
 			t.Fatalf("Release() = %v", err)
 		}
 		rm := o.collect(t)
-		_, wait := countOf(rm, MetricAcquireWait, AttrOutcome.String("granted"))
+		_, wait := countOf(rm, MetricAcquireDuration, AttrOutcome.String("granted"))
 		n, held := countOf(rm, MetricHoldDuration)
 		if n != 1 || held >= wait {
 			t.Fatalf("%s = count %d, sum %.3fs; want 1 hold shorter than the %.3fs wait before it",

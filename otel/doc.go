@@ -25,6 +25,9 @@
 //	dlock.mode        "exclusive" or "shared", with " xact" for Xact
 //	dlock.session.id  the server's session id (pg_backend_pid, CONNECTION_ID), once known
 //	dlock.outcome     "granted", "busy", "timed_out", "canceled" or "failed"
+//	db.system.name    "postgresql", or "mysql" for MySQL and MariaDB
+//	error.type        on a failure: "lock_lost", "deadlock", "reentrant",
+//	                  "unsupported_dialect", "not_acquired" or "_OTHER"
 //
 // A release is an event "dlock.release" on the span of the context the
 // release ran with (in WithLock, the dlock.with_lock span), with the hold
@@ -32,15 +35,15 @@
 //
 // # Metrics
 //
-//	dlock.acquire.wait   histogram, s         how long each acquire took, by dlock.outcome
-//	dlock.acquires       counter, {acquire}   acquires, by dlock.outcome
-//	dlock.hold.duration  histogram, s         how long each hold lasted, to its release or loss
-//	dlock.lost           counter, {lock}      holds found lost (the session killed, the lock dropped)
+//	dlock.acquire.duration  histogram, s        how long each acquire took, by dlock.outcome
+//	dlock.acquires          counter, {acquire}  acquires, by dlock.outcome
+//	dlock.hold.duration     histogram, s        how long each hold lasted, to its release or loss
+//	dlock.lost              counter, {lock}     holds found lost (the session killed, the lock dropped)
 //
 // The histograms' buckets run from 1 ms to an hour. Metrics carry no key,
 // so that their cardinality stays that of the outcomes; [WithKeyAttribute]
 // adds dlock.key to all four. Through the OpenTelemetry Prometheus
-// exporter they appear as dlock_acquire_wait_seconds,
+// exporter they appear as dlock_acquire_duration_seconds,
 // dlock_acquires_total, dlock_hold_duration_seconds and dlock_lost_total.
 //
 // Every method of the Observer returns at once: it starts or ends a span

@@ -2,6 +2,7 @@ package dlockotel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"unicode/utf8"
@@ -25,10 +26,10 @@ const (
 	SpanWithLock = "dlock.with_lock"
 	EventRelease = "dlock.release"
 
-	MetricAcquireWait  = "dlock.acquire.wait"
-	MetricAcquires     = "dlock.acquires"
-	MetricHoldDuration = "dlock.hold.duration"
-	MetricLost         = "dlock.lost"
+	MetricAcquireDuration = "dlock.acquire.duration"
+	MetricAcquires        = "dlock.acquires"
+	MetricHoldDuration    = "dlock.hold.duration"
+	MetricLost            = "dlock.lost"
 
 	AttrKey       = attribute.Key("dlock.key")
 	AttrDBKey     = attribute.Key("dlock.db_key")
@@ -36,7 +37,20 @@ const (
 	AttrSessionID = attribute.Key("dlock.session.id")
 	AttrOutcome   = attribute.Key("dlock.outcome")
 	AttrHeld      = attribute.Key("dlock.hold.duration")
+
+	// OpenTelemetry's own attributes: the kind of failure of a failed
+	// acquire, WithLock or release ("lock_lost", "deadlock", "reentrant",
+	// "unsupported_dialect", "not_acquired" or "_OTHER"), and the database
+	// ("postgresql"; "mysql" for MySQL and MariaDB, GORM's one dialect).
+	AttrErrorType    = attribute.Key("error.type")
+	AttrDBSystemName = attribute.Key("db.system.name")
 )
+
+// MetricAcquireWait is the old name of MetricAcquireDuration.
+//
+// Deprecated: use MetricAcquireDuration; the instrument is now named
+// dlock.acquire.duration, as OpenTelemetry names durations.
+const MetricAcquireWait = MetricAcquireDuration
 
 // Bucket bounds in seconds: waits from a millisecond (a free lock) to
 // ten minutes, holds up to an hour.
@@ -100,7 +114,7 @@ func New(opts ...Option) dlock.Observer {
 		keyAttr: c.keyAttr,
 	}
 	var err error
-	if o.wait, err = meter.Float64Histogram(MetricAcquireWait,
+	if o.wait, err = meter.Float64Histogram(MetricAcquireDuration,
 		metric.WithDescription("How long each dlock acquire took, from the call to its return, by outcome."),
 		metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries(waitBuckets...)); err != nil {
@@ -157,6 +171,7 @@ func (o *observer) AcquireStart(ctx context.Context, e dlock.AcquireEvent) conte
 		AttrKey.String(keyText(e.Key)),
 		dbKeyAttr(e.DBKey),
 		AttrMode.String(e.Mode),
+		dbSystem(e.DBKey),
 	}
 	if e.SessionID != 0 {
 		attrs = append(attrs, AttrSessionID.Int64(e.SessionID))
@@ -179,6 +194,7 @@ func (o *observer) AcquireEnd(ctx context.Context, e dlock.AcquireEvent) {
 			}
 			if outcome == dlock.OutcomeFailed && e.Err != nil {
 				span.RecordError(e.Err)
+				span.SetAttributes(AttrErrorType.String(errorType(e.Err)))
 				span.SetStatus(codes.Error, e.Err.Error())
 			} else if outcome == dlock.OutcomeFailed {
 				span.SetStatus(codes.Error, "failed")
@@ -206,7 +222,7 @@ func (o *observer) Released(ctx context.Context, e dlock.ReleaseEvent) {
 			AttrHeld.Float64(e.Held.Seconds()),
 		}
 		if e.Err != nil {
-			attrs = append(attrs, attribute.String("error.message", e.Err.Error()))
+			attrs = append(attrs, AttrErrorType.String(errorType(e.Err)), attribute.String("error.message", e.Err.Error()))
 		}
 		span.AddEvent(EventRelease, trace.WithAttributes(attrs...))
 	}
@@ -233,6 +249,7 @@ func (o *observer) WithLockEnd(ctx context.Context, err error) {
 	}
 	if err != nil && span.IsRecording() {
 		span.RecordError(err)
+		span.SetAttributes(AttrErrorType.String(errorType(err)))
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
@@ -249,6 +266,35 @@ func (o *observer) keyOption(key any) metric.MeasurementOption {
 
 // noAttrs is the measurement option of no attributes.
 var noAttrs = metric.WithAttributeSet(*attribute.EmptySet())
+
+// errorType is error.type for err: the most telling dlock sentinel it
+// matches, in a low-cardinality form.
+func errorType(err error) string {
+	for _, c := range []struct {
+		err  error
+		name string
+	}{
+		{dlock.ErrLockLost, "lock_lost"},
+		{dlock.ErrDeadlock, "deadlock"},
+		{dlock.ErrReentrant, "reentrant"},
+		{dlock.ErrUnsupportedDialect, "unsupported_dialect"},
+		{dlock.ErrNotAcquired, "not_acquired"},
+	} {
+		if errors.Is(err, c.err) {
+			return c.name
+		}
+	}
+	return "_OTHER"
+}
+
+// dbSystem is db.system.name, from what the server sees of the key: an
+// int64 on PostgreSQL, a name on MySQL and MariaDB.
+func dbSystem(dbKey any) attribute.KeyValue {
+	if _, pg := dbKey.(int64); pg {
+		return AttrDBSystemName.String("postgresql")
+	}
+	return AttrDBSystemName.String("mysql")
+}
 
 // dbKeyAttr is dlock.db_key: an int64 for PostgreSQL, the name for MySQL.
 func dbKeyAttr(k any) attribute.KeyValue {

@@ -3,6 +3,7 @@ package dlockotel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -41,14 +42,20 @@ func TestAcquireSpanAndMetrics(t *testing.T) {
 			wantAttr(t, sp, AttrMode, "shared")
 			wantAttr(t, sp, AttrSessionID, int64(7))
 			wantAttr(t, sp, AttrOutcome, tt.outcome.String())
+			wantAttr(t, sp, AttrDBSystemName, "postgresql")
+			if tt.wantStatus == codes.Error {
+				wantAttr(t, sp, AttrErrorType, "deadlock")
+			} else if v, ok := attr(sp, AttrErrorType); ok {
+				t.Fatalf("span %s = %v on a span that did not fail", AttrErrorType, v.Emit())
+			}
 			if got := sp.Status().Code; got != tt.wantStatus {
 				t.Fatalf("span status = %v, want %v", got, tt.wantStatus)
 			}
 
 			rm := s.collect(t)
 			outcome := AttrOutcome.String(tt.outcome.String())
-			if n, sum := countOf(rm, MetricAcquireWait, outcome); n != 1 || sum != 1.5 {
-				t.Fatalf("%s{%s} = count %d, sum %v; want 1, 1.5", MetricAcquireWait, outcome.Value.AsString(), n, sum)
+			if n, sum := countOf(rm, MetricAcquireDuration, outcome); n != 1 || sum != 1.5 {
+				t.Fatalf("%s{%s} = count %d, sum %v; want 1, 1.5", MetricAcquireDuration, outcome.Value.AsString(), n, sum)
 			}
 			if n, _ := countOf(rm, MetricAcquires, outcome); n != 1 {
 				t.Fatalf("%s{%s} = %d, want 1", MetricAcquires, outcome.Value.AsString(), n)
@@ -66,7 +73,7 @@ func TestInstruments(t *testing.T) {
 	obs.Lost(dlock.ReleaseEvent{Key: 1, Held: time.Second})
 	rm := s.collect(t)
 	for _, want := range []struct{ name, unit string }{
-		{MetricAcquireWait, "s"},
+		{MetricAcquireDuration, "s"},
 		{MetricAcquires, "{acquire}"},
 		{MetricHoldDuration, "s"},
 		{MetricLost, "{lock}"},
@@ -102,7 +109,7 @@ func TestKeyAttribute(t *testing.T) {
 			obs.Lost(dlock.ReleaseEvent{Key: key})
 		}
 		rm := s.collect(t)
-		for _, name := range []string{MetricAcquireWait, MetricAcquires, MetricHoldDuration, MetricLost} {
+		for _, name := range []string{MetricAcquireDuration, MetricAcquires, MetricHoldDuration, MetricLost} {
 			ss := seriesOf(rm, name)
 			want := 1
 			if withKey {
@@ -185,6 +192,26 @@ func TestDefaultProviders(t *testing.T) {
 	obs.Released(ctx, dlock.ReleaseEvent{Key: "k"})
 	obs.Lost(dlock.ReleaseEvent{Key: "k"})
 	obs.WithLockEnd(ctx, nil)
+}
+
+func TestErrorType(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("%w: %w: x", dlock.ErrNotAcquired, dlock.ErrLockLost), "lock_lost"},
+		{fmt.Errorf("%w: %w", dlock.ErrNotAcquired, dlock.ErrDeadlock), "deadlock"},
+		{fmt.Errorf("%w: %w", dlock.ErrNotAcquired, dlock.ErrReentrant), "reentrant"},
+		{dlock.ErrNotAcquired, "not_acquired"},
+		{errors.New("driver"), "_OTHER"},
+	} {
+		if got := errorType(tt.err); got != tt.want {
+			t.Errorf("errorType(%v) = %q, want %q", tt.err, got, tt.want)
+		}
+	}
+	if got := dbSystem("name").Value.AsString(); got != "mysql" {
+		t.Errorf("dbSystem(a MySQL name) = %q, want mysql", got)
+	}
 }
 
 func TestKeyText(t *testing.T) {

@@ -65,7 +65,7 @@ func TestPrometheusNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		`dlock_acquire_wait_seconds_count{dlock_outcome="granted",`,
+		`dlock_acquire_duration_seconds_count{dlock_outcome="granted",`,
 		`dlock_acquires_total{dlock_outcome="granted",`,
 		`dlock_hold_duration_seconds_count{`,
 		`dlock_lost_total{`,
