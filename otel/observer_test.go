@@ -46,7 +46,7 @@ func TestAcquireSpanAndMetrics(t *testing.T) {
 			if tt.wantStatus == codes.Error {
 				wantAttr(t, sp, AttrErrorType, "deadlock")
 			} else if v, ok := attr(sp, AttrErrorType); ok {
-				t.Fatalf("span %s = %v on a span that did not fail", AttrErrorType, v.Emit())
+				t.Fatalf("span %s = %v on a span that did not fail", AttrErrorType, v.AsString())
 			}
 			if got := sp.Status().Code; got != tt.wantStatus {
 				t.Fatalf("span status = %v, want %v", got, tt.wantStatus)
