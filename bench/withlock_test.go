@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,18 +16,26 @@ import (
 // BenchmarkWithLockPaired alternates, cycle by cycle on the same pool,
 // dlock.WithLock (fn empty) and the same work written by hand: a session
 // from the pool with db.Conn(ctx), the try-lock statement, the unlock
-// statement and conn.Close(), all with the caller's cancellable context,
-// as a request handler would. It reports the median cycle of each series
-// and the ratio of the medians (withlock/hand).
+// statement and conn.Close(). The hand-written cycle runs in two forms:
+// "hand" with the caller's cancellable context, as a request handler
+// would, which makes both drivers watch each statement's context; and
+// "handquiet" with a context that cannot be cancelled, which they do not
+// watch, as someone writing the cycle for speed would (dlock sends its
+// statements that way too). It reports the median cycle of each series,
+// the ratios of the medians, and the client CPU time per cycle of each
+// series (process user+system time around each call), which the bimodal
+// loopback round trip of a small machine does not move.
 func BenchmarkWithLockPaired(b *testing.B) {
 	forEachServer(b, func(b *testing.B, s *server) {
 		p := s.pool(b)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		k := newKey(lockName("withlock", "paired"))
+		names := []string{"withlock", "hand", "handquiet"}
 		series := []func() error{
 			func() error { return dlock.WithLock(ctx, p.gdb, k.name, func(*gorm.DB) error { return nil }) },
 			func() error { return handWritten(ctx, p, k) },
+			func() error { return handWritten(context.Background(), p, k) },
 		}
 		for _, f := range series { // warm the pool and dlock's session state
 			if err := f(); err != nil {
@@ -34,23 +43,37 @@ func BenchmarkWithLockPaired(b *testing.B) {
 			}
 		}
 		times := make([][]time.Duration, len(series))
+		cpu := make([]time.Duration, len(series))
 		for b.Loop() {
 			for j, f := range series {
-				t0 := time.Now()
+				c0, t0 := cpuTime(), time.Now()
 				if err := f(); err != nil {
 					b.Fatal(err)
 				}
 				times[j] = append(times[j], time.Since(t0))
+				cpu[j] += cpuTime() - c0
 			}
 		}
 		med := make([]float64, len(series))
-		for j, name := range []string{"withlock", "hand"} {
+		for j, name := range names {
 			slices.Sort(times[j])
 			med[j] = float64(percentile(times[j], 50))
 			b.ReportMetric(med[j], name+"-ns/cycle")
+			b.ReportMetric(float64(cpu[j])/float64(len(times[j])), name+"-cpu-ns/cycle")
 		}
 		b.ReportMetric(med[0]/med[1], "withlock/hand")
+		b.ReportMetric(med[0]/med[2], "withlock/handquiet")
+		b.ReportMetric(float64(cpu[0])/float64(cpu[2]), "cpu-withlock/handquiet")
 	})
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkWithLockAllocs reports the allocations of one cycle of each

@@ -309,6 +309,20 @@ func writeTargets(w io.Writer, r *results, dbs []string) {
 		}
 		return fmt.Sprintf("%.2f×", v), v <= 1.10
 	})
+	row("`WithLock` on the pool within 5 % of the hand-written cycle on a context the driver does not watch (interleaved)", func(db string) (string, bool) {
+		v, ok := r.get("WithLockPaired/db="+db, "withlock/handquiet")
+		if !ok {
+			return "—", false
+		}
+		return fmt.Sprintf("%.2f×", v), v <= 1.05
+	})
+	row("client CPU per `WithLock` cycle within 10 % of that hand-written cycle's", func(db string) (string, bool) {
+		v, ok := r.get("WithLockPaired/db="+db, "cpu-withlock/handquiet")
+		if !ok {
+			return "—", false
+		}
+		return fmt.Sprintf("%.2f×", v), v <= 1.10
+	})
 	row("`WithLock` allocates at most 20 more objects than the hand-written cycle", func(db string) (string, bool) {
 		w, ok := r.get("WithLockAllocs/db="+db+"/series=withlock", "allocs/op")
 		h, ok2 := r.get("WithLockAllocs/db="+db+"/series=hand", "allocs/op")
