@@ -173,7 +173,7 @@ func (b *testDB) viaProxy(t testing.TB) (*testDB, *cutProxy) {
 	}
 	u, err := url.Parse(b.DSN)
 	if err != nil || u.Host == "" {
-		t.Skipf("cannot put a proxy in front of DSN %s", redact(b.Dialect, b.DSN))
+		gateMissing(t, "make test-integration or make partition", "cannot put a proxy in front of DSN %s (it names no TCP host)", redact(b.Dialect, b.DSN))
 	}
 	target = u.Host
 	p := startCutProxy(t, target)

@@ -106,9 +106,9 @@ func missing(t *testing.T, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if v := requireVar(); v != "" {
-		t.Fatalf("%s is set but %s", v, msg)
+		t.Fatalf("%s is set and make topology asked for this test, but %s", v, msg)
 	}
-	t.Skipf("%s", msg)
+	t.Skipf("%s (make topology runs it; it fails instead under CI or %s)", msg, envRequire)
 }
 
 // needRoot makes sure the test can start servers as other users.
