@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"testing"
 
 	"github.com/gormdlock/dlock"
@@ -106,4 +107,21 @@ func (b *testDB) wantFree(t testing.TB, l *dlock.Lock) {
 	if held, ids := b.heldOutside(t, l); held {
 		t.Fatalf("lock %v held by %v, want free", l.Key(), ids)
 	}
+}
+
+// isMariaDB reports whether b is a MariaDB server, by what the server says
+// it is (VERSION() contains "MariaDB"), not by its subtest name.
+func (b *testDB) isMariaDB() bool {
+	return b.Dialect == dialectMySQL && strings.Contains(b.Version, "MariaDB")
+}
+
+// pgVersionNum returns the PostgreSQL server's server_version_num
+// (150004 for 15.4).
+func (b *testDB) pgVersionNum(t testing.TB) int {
+	t.Helper()
+	var v int
+	if err := b.observer(t).QueryRowContext(context.Background(), "SELECT current_setting('server_version_num')::int").Scan(&v); err != nil {
+		t.Fatalf("server_version_num: %v", err)
+	}
+	return v
 }
