@@ -55,6 +55,16 @@ func newLock(t testing.TB, db *gorm.DB, key any, opts ...dlock.Option) *dlock.Lo
 	return l
 }
 
+// mustNew makes a Lock on the pinned session tx or fails the test.
+func mustNew(t testing.TB, tx *gorm.DB, key any, opts ...dlock.Option) *dlock.Lock {
+	t.Helper()
+	l, err := dlock.New(tx, key, opts...)
+	if err != nil {
+		t.Fatalf("New(%v): %v", key, err)
+	}
+	return l
+}
+
 // mustAcquire acquires l or fails the test.
 func mustAcquire(t testing.TB, l *dlock.Lock, opts ...dlock.Option) {
 	t.Helper()
