@@ -46,12 +46,14 @@ func TestCancelWaitingAcquireKeepsSession(t *testing.T) {
 				}()
 				waitUntilWaiting(t, b, waiter)
 				cancel()
+				cancelled := time.Now()
 				var r result
 				select {
 				case r = <-done:
 				case <-time.After(5 * time.Second):
 					t.Fatalf("Acquire did not return within 5s of the cancel")
 				}
+				within(t, "Acquire's return after the cancel", time.Since(cancelled), promptly, `"promptly"`)
 				if r.ok || !errors.Is(r.err, dlock.ErrNotAcquired) || !errors.Is(r.err, context.Canceled) {
 					t.Fatalf("cancelled Acquire() = %v, %v; want false, ErrNotAcquired+Canceled", r.ok, r.err)
 				}
@@ -86,9 +88,16 @@ func TestContextDeadline(t *testing.T) {
 		key := b.UniqueKey(t)
 		mustAcquire(t, newLock(t, db, key))
 		waiter := newLock(t, db, key)
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		const deadline = 300 * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
 		defer cancel()
+		start := time.Now()
 		ok, err := waiter.Acquire(ctx, dlock.Timeout(time.Minute))
+		took := time.Since(start)
+		if took < deadline-10*time.Millisecond {
+			t.Fatalf("Acquire() returned after %v, before the ctx deadline %v", took, deadline)
+		}
+		within(t, "Acquire with a 300ms ctx deadline", took, deadline+promptly, `"promptly" once ctx ends`)
 		if ok || !errors.Is(err, dlock.ErrNotAcquired) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Acquire() = %v, %v; want false, ErrNotAcquired+DeadlineExceeded", ok, err)
 		}

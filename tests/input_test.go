@@ -263,8 +263,17 @@ func TestCancelWithoutControlConnectionDiscards(t *testing.T) {
 		mustAcquire(t, own)
 		waiter := mustNew(t, tx, key)
 		ctx, cancel := context.WithCancel(context.Background())
-		time.AfterFunc(200*time.Millisecond, cancel)
+		const cancelAt = 200 * time.Millisecond
+		time.AfterFunc(cancelAt, cancel)
+		start := time.Now()
 		ok, err := waiter.Acquire(ctx)
+		// The cancel finds no control connection; dlock tries for 1 s,
+		// then discards the session.
+		took := time.Since(start)
+		if took < cancelAt+cancelGiveUp-10*time.Millisecond {
+			t.Fatalf("Acquire() returned after %v, before the cancel (%v) + the 1 s try for a control connection", took, cancelAt)
+		}
+		within(t, "Acquire cancelled at 200ms without a control connection", took, cancelAt+cancelGiveUp, `"discarded after 1 s"`)
 		if ok || !errors.Is(err, dlock.ErrNotAcquired) || !errors.Is(err, dlock.ErrLockLost) || !errors.Is(err, context.Canceled) {
 			t.Fatalf("Acquire() = %v, %v; want false, ErrNotAcquired+ErrLockLost+Canceled", ok, err)
 		}
