@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -280,8 +281,8 @@ func TestConnectionReportsLeak(t *testing.T) {
 			leaked = l
 			return nil // forgot to release
 		})
-		if !errors.Is(err, dlock.ErrLeaked) {
-			t.Fatalf("Connection() = %v, want ErrLeaked", err)
+		if !errors.Is(err, dlock.ErrLeaked) || !strings.Contains(err.Error(), key) {
+			t.Fatalf("Connection() = %v, want ErrLeaked naming %q", err, key)
 		}
 		if leaked == nil || leaked.Acquired() {
 			t.Fatalf("the leaked Lock still says acquired")
@@ -319,8 +320,8 @@ func TestWithLockCatchesLeak(t *testing.T) {
 			_, err = l.Acquire(context.Background())
 			return err
 		})
-		if !errors.Is(err, dlock.ErrLeaked) {
-			t.Fatalf("WithLock() = %v, want ErrLeaked", err)
+		if !errors.Is(err, dlock.ErrLeaked) || !strings.Contains(err.Error(), inner) {
+			t.Fatalf("WithLock() = %v, want ErrLeaked naming %q", err, inner)
 		}
 		b.wantFree(t, newLock(t, db, inner))
 	})
