@@ -217,6 +217,17 @@ func TestPgBouncerTransactionPoolingRefused(t *testing.T) {
 				"transaction pooling", "session pooling")
 		})
 	}
+	// Statement pooling hands out a server session per statement: refused
+	// the same way (the README's transaction/statement row).
+	t.Run("statement pooling", func(t *testing.T) {
+		sb := bouncer(t, "statement")
+		db := openPg(t, sb.DSN("default_query_exec_mode=simple_protocol"))
+		err := db.Use(dlock.Plugin{})
+		if err == nil {
+			t.Fatalf("db.Use = nil through statement pooling")
+		}
+		refused(t, "db.Use(dlock.Plugin{})", err, []error{dlock.ErrUnsupportedDialect}, "session pooling")
+	})
 	// A pool of one session is checked on two for a moment.
 	t.Run("MaxOpenConns 1", func(t *testing.T) {
 		db := openPg(t, b.DSN("default_query_exec_mode=exec"))
