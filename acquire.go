@@ -49,7 +49,7 @@ func (l *Lock) Acquire(ctx context.Context, opts ...Option) (bool, error) {
 	if o.waitOpts == 0 {
 		o = l.wait
 	}
-	if err := checkReentry(ctx, l.reg.server, l.dbKey, l.key); err != nil {
+	if err := checkReentry(ctx, l.bind.reg.server, l.dbKey, l.key); err != nil {
 		return false, oneLine(err)
 	}
 	ok, err := l.acquireWith(ctx, o)
@@ -100,31 +100,31 @@ func (l *Lock) acquireWith(ctx context.Context, o options) (bool, error) {
 // acquire takes the session, then acquires: at once if the session holds
 // the lock already, else with one try and, when busy, a wait.
 func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
-	s := l.sess
+	s := l.bind.sess
 	if err := s.lock(ctx); err != nil {
 		return false, fmt.Errorf("%w: waiting for another dlock call on the session: %w", ErrNotAcquired, err)
 	}
 	defer s.unlock()
-	if err := l.readyLocked(ctx); err != nil {
+	if err := l.bind.readyLocked(ctx); err != nil {
 		return false, fmt.Errorf("%w: %w", ErrNotAcquired, err)
 	}
 	if s.id == 0 {
 		// Once per physical session: the server's id of the session, which
 		// the cancel and the bound of short statements need (free with
 		// pgx, one query with other drivers).
-		if err := l.probeSessionID(ctx); err != nil {
+		if err := l.bind.probeSessionIDLocked(ctx); err != nil {
 			return false, l.statementFailedLocked(err)
 		}
 	}
 	if !s.checked {
-		err := l.bounded(ctx, func(qctx context.Context) error { return l.backend.checkSession(qctx, l.handle) })
+		err := l.bind.boundedLocked(ctx, func(qctx context.Context) error { return l.bind.backend.checkSession(qctx, l.bind.handle) })
 		if err != nil {
 			return false, l.statementFailedLocked(err)
 		}
 		s.checked = true
 	}
 	if !s.setUp {
-		if err := l.setUpSessionLocked(ctx); err != nil {
+		if err := l.bind.setUpSessionLocked(ctx); err != nil {
 			return false, err
 		}
 	}
@@ -139,7 +139,7 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 		return false, err
 	}
 	if l.tryFirst(p) {
-		ok, err := l.try(ctx, p)
+		ok, err := l.tryLocked(ctx, p)
 		if err != nil {
 			return false, l.lockFailedLocked(ctx, err, cancelNone, p)
 		}
@@ -162,7 +162,7 @@ func (l *Lock) acquire(ctx context.Context, o options) (bool, error) {
 // (the hold was dropped behind its back and the lock is busy elsewhere),
 // and a wait follows, without a second try.
 func (l *Lock) acquireStackedLocked(ctx context.Context, o options) (bool, error) {
-	ok, err := l.try(ctx, waitPlan{})
+	ok, err := l.tryLocked(ctx, waitPlan{})
 	switch {
 	case err != nil:
 		return false, l.statementFailedLocked(err)
@@ -217,7 +217,7 @@ func (l *Lock) planWait(ctx context.Context, o options) (waitPlan, error) {
 	}
 	p.until = deadline
 	var mustCut bool
-	p.b.wait, mustCut = l.backend.serverWait(rem)
+	p.b.wait, mustCut = l.bind.backend.serverWait(rem)
 	switch {
 	case mustCut:
 		p.cancelAfter = rem
@@ -256,12 +256,14 @@ func (l *Lock) noteTry(granted bool) {
 // ctx or a cut can end it, and settles its outcome: a grant the server
 // reports wins over any cancel.
 func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
-	s := l.sess
+	s := l.bind.sess
 	p.b.cancellable = ctx.Done() != nil || p.cancelAfter > 0
 	stmtCtx := quiet(ctx)
 	var c *canceller
 	if p.b.cancellable {
-		c = &canceller{l: l, ctx: ctx, cancelAfter: p.cancelAfter, ctxDeadline: p.ctxDeadline}
+		be, pool, id := l.bind.backend, l.bind.reg.pool, s.id
+		c = &canceller{ctx: ctx, cancelAfter: p.cancelAfter, ctxDeadline: p.ctxDeadline,
+			send: func(ctx context.Context) error { return be.cancel(ctx, pool, id) }}
 		// The canceller's last resort ends the wait on the client: a
 		// deadline on the driver's network connection where dlock knows
 		// it (so the driver need not watch the statement's context),
@@ -276,7 +278,7 @@ func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
 			c.drop = drop
 		}
 	}
-	ok, err := l.backend.lock(stmtCtx, l.handle, l.tx, l.stmtKey, l.mode, p.b, c)
+	ok, err := l.bind.backend.lock(stmtCtx, l.bind.target(), l.stmtKey, l.mode, p.b, c)
 	reason := c.reason() // the canceller has stopped: no cancel is in flight
 
 	if err == nil && ok {
@@ -288,8 +290,8 @@ func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
 	}
 	if reason == cancelDiscard {
 		why := fmt.Errorf("%w: %w: no control connection could cancel the wait, so the session was discarded", ErrNotAcquired, ErrLockLost)
-		l.log(ctx, slog.LevelWarn, "dlock: cancel not delivered", slog.String("key", keyText(l.key)), slog.Int64("session", s.id))
-		l.discardLocked(why)
+		l.bind.log(ctx, slog.LevelWarn, "dlock: cancel not delivered", slog.String("key", keyText(l.key)), slog.Int64("session", s.id))
+		l.bind.discardLocked(why)
 		return false, joinErrors(why, ctx.Err())
 	}
 	if err == nil {
@@ -301,7 +303,7 @@ func (l *Lock) waitLocked(ctx context.Context, p waitPlan) (bool, error) {
 
 // lockFailedLocked settles a lock statement that returned an error.
 func (l *Lock) lockFailedLocked(ctx context.Context, err error, reason cancelReason, p waitPlan) error {
-	f := l.classify(err)
+	f := l.bind.classify(err)
 	switch f {
 	case failLost, failPinClosed:
 		return fmt.Errorf("%w: %w", ErrNotAcquired, l.sessionFailedLocked(err))
@@ -351,12 +353,12 @@ func (l *Lock) dropStrayHoldLocked(ctx context.Context) error {
 	if l.mode.xact {
 		return nil
 	}
-	err := l.bounded(ctx, func(qctx context.Context) error {
-		held, err := l.backend.held(qctx, l.handle, l.stmtKey, l.mode)
+	err := l.bind.boundedLocked(ctx, func(qctx context.Context) error {
+		held, err := l.bind.backend.held(qctx, l.bind.target(), l.stmtKey, l.mode)
 		if err != nil || !held {
 			return err
 		}
-		released, err := l.backend.unlock(qctx, l.handle, l.stmtKey, l.mode)
+		released, err := l.bind.backend.unlock(qctx, l.bind.target(), l.stmtKey, l.mode)
 		if err == nil && !released {
 			err = errors.New("dlock: the stray hold could not be released")
 		}
@@ -364,7 +366,7 @@ func (l *Lock) dropStrayHoldLocked(ctx context.Context) error {
 	})
 	if err != nil {
 		why := fmt.Errorf("%w: could not make sure no hold was left, so the session was discarded: %w", ErrLockLost, err)
-		l.discardLocked(why)
+		l.bind.discardLocked(why)
 		return why
 	}
 	return nil
@@ -378,56 +380,19 @@ func (l *Lock) statementFailedLocked(err error) error {
 	return fmt.Errorf("%w: %w", ErrNotAcquired, err)
 }
 
-// try runs the lock statement once, without waiting, as a short statement:
+// tryLocked runs the lock statement once, without waiting, as a short statement:
 // bounded by statementBound, or by the end of p's wait and deadlineGrace
 // when that comes first, so that a cut network keeps an Acquire within its
 // Timeout or deadline.
-func (l *Lock) try(ctx context.Context, p waitPlan) (ok bool, err error) {
-	d := l.statementBound(ctx)
+func (l *Lock) tryLocked(ctx context.Context, p waitPlan) (ok bool, err error) {
+	d := l.bind.statementBound(ctx)
 	if !p.until.IsZero() {
 		d = min(d, time.Until(p.until)+deadlineGrace)
 	}
-	err = l.boundedWithin(ctx, d, func(qctx context.Context) error {
+	err = l.bind.boundedWithinLocked(ctx, d, func(qctx context.Context) error {
 		var err error
-		ok, err = l.backend.lock(qctx, l.handle, l.tx, l.stmtKey, l.mode, waitBound{try: true}, nil)
+		ok, err = l.bind.backend.lock(qctx, l.bind.target(), l.stmtKey, l.mode, waitBound{try: true}, nil)
 		return err
 	})
 	return ok && err == nil, err
-}
-
-// setUpSessionLocked runs the backend's once-per-session setUp. Its
-// failure is no reason not to lock, unless the session is gone.
-func (b *binding) setUpSessionLocked(ctx context.Context) error {
-	var done bool
-	err := b.bounded(ctx, func(qctx context.Context) error {
-		var err error
-		done, err = b.backend.setUp(qctx, b.handle, b.reg.cfg)
-		return err
-	})
-	if err != nil {
-		if lost := b.failedLocked(err); lost != nil {
-			return fmt.Errorf("%w: %w", ErrNotAcquired, lost)
-		}
-		done = true // not to be tried again
-	}
-	b.sess.setUp = done
-	return nil
-}
-
-// probeSessionID learns the server's id of the session: from the driver
-// where it tells (pgx, unless a pooler stands between), else with one query.
-func (b *binding) probeSessionID(ctx context.Context) error {
-	if id, ok := driverSessionID(b.handle); ok && !b.reg.server.pooler {
-		b.sess.id = id
-		b.sess.idSeen.Store(id)
-		return nil
-	}
-	qctx, cancel := b.driverBoundCtx(ctx)
-	defer cancel()
-	id, err := b.backend.sessionID(qctx, b.handle)
-	if err == nil {
-		b.sess.id, b.sess.idRead = id, true
-		b.sess.idSeen.Store(id)
-	}
-	return err
 }

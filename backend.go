@@ -29,6 +29,17 @@ const (
 	txOpen                   // a *sql.Tx: a transaction is open
 )
 
+// target is the session a statement runs on, as the binding hands it to a
+// backend: its handle, what dlock knows of its transaction, and the
+// server's id of the session when the statement must check that it runs
+// there (a pinned session whose id dlock read from the server: behind a
+// pooler, or without pgx, the driver's word for it is not trusted).
+type target struct {
+	q     querier
+	tx    txState
+	check int64 // the session id the statement must run on; 0: no check
+}
+
 // backend is the SQL of one database family. Each method runs its
 // statements on q with ctx as given: callers pass contexts that the caller
 // of dlock cannot cancel (see Lock.Acquire).
@@ -48,11 +59,11 @@ type backend interface {
 	// stopped right after it (c may be nil). It returns (true, nil) on a
 	// grant, (false, nil) when the server said busy or timed out, and an
 	// error for anything else; classify tells what the error means.
-	lock(ctx context.Context, q querier, tx txState, k any, o options, b waitBound, c *canceller) (bool, error)
+	lock(ctx context.Context, t target, k any, o options, b waitBound, c *canceller) (bool, error)
 	// unlock releases one hold; false means the server says it was not held.
-	unlock(ctx context.Context, q querier, k any, o options) (bool, error)
+	unlock(ctx context.Context, t target, k any, o options) (bool, error)
 	// held asks whether this session holds k in o's mode.
-	held(ctx context.Context, q querier, k any, o options) (bool, error)
+	held(ctx context.Context, t target, k any, o options) (bool, error)
 	// holding reports, for each hold, whether the server shows it held by
 	// its session, or the session alive without it, or the session gone,
 	// in one statement on the control connection c.

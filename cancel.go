@@ -7,16 +7,22 @@ import (
 	"time"
 )
 
-// controlTimeout bounds the cancel sent from a control connection, and
-// then the wait for the cancelled statement to return. When either runs
-// out, the waiting session is discarded. It also bounds the statements
-// that end an overrunning session and that check for lost locks.
-const controlTimeout = time.Second
-
-// deadlineGrace is how long dlock lets the server end a wait bounded by
-// the context's deadline, or by a Timeout, before it cancels the
-// statement itself.
-const deadlineGrace = 200 * time.Millisecond
+// The bounds of what dlock sends from a control connection.
+const (
+	// controlTimeout bounds the cancel of a wait (canceller.fire), and
+	// then the wait for the cancelled statement to return; when either
+	// runs out, the waiting session is discarded. It also bounds the end of
+	// an overrunning session (overrunGuard.fire) and one loss check
+	// (monitor.confirm).
+	controlTimeout = time.Second
+	// cancelResend is how often canceller.fire sends its cancel again
+	// while the cancelled statement has not returned.
+	cancelResend = 50 * time.Millisecond
+	// deadlineGrace is how long dlock lets the server end a wait bounded
+	// by the context's deadline, or by a Timeout, before it cancels the
+	// statement itself (canceller.fire, planWait, tryLocked).
+	deadlineGrace = 200 * time.Millisecond
+)
 
 // cancelReason is why a canceller cancelled the lock statement.
 type cancelReason int32
@@ -29,6 +35,7 @@ const (
 )
 
 // canceller cancels one running lock statement from a control connection
+// (send)
 // when the caller's ctx ends, or when the wanted wait runs out on a server
 // that only takes whole seconds. A backend starts it right before the lock
 // statement and stops it right after, so that a cancel (which targets the
@@ -42,7 +49,7 @@ const (
 // first of them to fire sends the cancel. So stop, on the path from the
 // grant to Acquire's return, wakes nothing when nothing fired.
 type canceller struct {
-	l           *Lock
+	send        func(ctx context.Context) error // sends the cancel from a control connection
 	ctx         context.Context
 	cancelAfter time.Duration
 	ctxDeadline bool
@@ -124,7 +131,7 @@ func (c *canceller) fire(reason cancelReason) {
 	resend := time.NewTicker(cancelResend)
 	defer resend.Stop()
 	for {
-		if err := c.l.backend.cancel(cctx, c.l.reg.pool, c.l.sess.id); err != nil {
+		if err := c.send(cctx); err != nil {
 			break
 		}
 		select {
@@ -139,7 +146,3 @@ func (c *canceller) fire(reason cancelReason) {
 	c.why.Store(int32(cancelDiscard))
 	c.drop()
 }
-
-// cancelResend is how often a cancel is sent again while the cancelled
-// statement has not returned.
-const cancelResend = 50 * time.Millisecond

@@ -9,9 +9,9 @@ import (
 
 func newTestWatcher(ctx context.Context, cut time.Duration) (*canceller, *controlRecorder, *atomic.Bool) {
 	r := &controlRecorder{}
-	l := &Lock{binding: binding{backend: r, sess: newSession()}}
 	var dropped atomic.Bool
-	w := &canceller{l: l, ctx: ctx, cancelAfter: cut, drop: func() { dropped.Store(true) }}
+	w := &canceller{ctx: ctx, cancelAfter: cut, drop: func() { dropped.Store(true) },
+		send: func(ctx context.Context) error { return r.cancel(ctx, nil, 0) }}
 	return w, r, &dropped
 }
 

@@ -63,6 +63,16 @@
 // [context.Cause] matching ErrLockLost. A failing check is no loss until
 // checks have failed for ReleaseTimeout.
 //
+// # Leader election
+//
+// An [Elector] calls its lead function in one process at a time: every
+// candidate waits in the server on a session of its own (N candidates hold
+// N sessions), and the server hands the lock over when the leader releases
+// it or its session ends. The leader's session runs a short statement
+// naming it (the beacon) over and over while it leads, so its lead
+// context ends within milliseconds of the session's end, and
+// [Elector.Leader] (or `dlock who`) shows who leads, from any process.
+//
 // # Non-guarantees
 //
 // A lock lasts as long as its session. A holder whose session is killed,
@@ -70,7 +80,9 @@
 // loses the lock, and another session may take it before the holder hears
 // of it. A lock forgotten in a plain db.Connection goes back to the pool
 // with its session until dlock next uses that session ([ErrLeaked]); use
-// Connection or WithLock. Poolers in transaction mode, Galera, read-only
-// servers, TiDB and Vitess are refused with [ErrUnsupportedDialect];
-// ProxySQL and writable replicas cannot be detected.
+// Connection or WithLock. Poolers in transaction mode, MySQL proxies that
+// multiplex sessions, Galera, Group Replication multi-primary, read-only
+// servers and Aurora readers, Citus workers, TiDB, Vitess, CockroachDB and
+// YugabyteDB are refused with [ErrUnsupportedDialect]; writable replicas
+// cannot be detected.
 package dlock

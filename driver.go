@@ -11,6 +11,7 @@ import (
 	"net"
 	"reflect"
 	"unsafe"
+	"weak"
 )
 
 // networkConn returns the network connection under a driver connection,
@@ -61,11 +62,12 @@ func callChain(v reflect.Value, methods ...string) (reflect.Value, bool) {
 type pgConnView interface {
 	TxStatus() byte
 	PID() uint32
+	IsClosed() bool
 }
 
 // pgConnOf returns the *pgconn.PgConn behind a pgx stdlib connection
 // (Conn().PgConn()), or nil for other drivers. It is found by reflection
-// once per physical session: see pgViewOf.
+// once per physical session and kept weakly: see pgConnRef and pgViewOf.
 func pgConnOf(dc any) pgConnView {
 	pg, ok := callChain(reflect.ValueOf(dc), "Conn", "PgConn")
 	if !ok || !pg.CanInterface() {
@@ -75,12 +77,51 @@ func pgConnOf(dc any) pgConnView {
 	return v
 }
 
-// pgViewOf returns the PgConn behind a driver connection: the one kept in
+// pgConnRef is the PgConn behind a session, kept in dlock's state of that
+// session without keeping it alive. It must be weak: pgx keeps the
+// context of the last statement of each kind in the PgConn
+// (resultReader.ctx, multiResultReader.ctx), and fn's context leads to the
+// pinned *sql.Conn, its *gorm.DB and pool (outerSession). A strong
+// reference from the registries' values would make their keys reachable
+// from their values, and every physical connection's *sql.Conn, PgConn,
+// pgx.Conn and pool would stay in memory for good.
+type pgConnRef struct {
+	typ reflect.Type       // *pgconn.PgConn
+	ptr weak.Pointer[byte] // the PgConn object
+}
+
+// pgRefOf returns a weak reference to the PgConn behind a pgx stdlib
+// connection; its view is nil for other drivers.
+func pgRefOf(dc any) pgConnRef {
+	v := reflect.ValueOf(pgConnOf(dc))
+	if v.Kind() != reflect.Pointer || v.IsNil() {
+		return pgConnRef{}
+	}
+	return pgConnRef{typ: v.Type(), ptr: weak.Make((*byte)(v.UnsafePointer()))}
+}
+
+// view returns the PgConn, or nil if there is none (another driver) or it
+// is gone. It allocates nothing.
+func (r pgConnRef) view() pgConnView {
+	if r.typ == nil {
+		return nil
+	}
+	p := r.ptr.Value()
+	if p == nil {
+		return nil
+	}
+	v, _ := reflect.NewAt(r.typ.Elem(), unsafe.Pointer(p)).Interface().(pgConnView)
+	return v
+}
+
+// pgViewOf returns the PgConn behind a driver connection: the one named in
 // dlock's state of that physical session, else found anew.
 func pgViewOf(dc any) pgConnView {
 	if v := reflect.ValueOf(dc); v.Kind() == reflect.Pointer && !v.IsNil() {
 		if s, ok := driverSessions.load((*byte)(v.UnsafePointer())); ok {
-			return s.pg
+			if pg := s.pg.view(); pg != nil || s.pg.typ == nil {
+				return pg
+			}
 		}
 	}
 	return pgConnOf(dc)

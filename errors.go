@@ -64,7 +64,7 @@ var (
 // happened.
 var (
 	errDroppedBySQL = fmt.Errorf("%w: its session is alive but no longer holds it: SQL on the session released it (pg_advisory_unlock_all, RELEASE_ALL_LOCKS, an unlock by hand)", ErrLockLost)
-	errSessionEnded = fmt.Errorf("%w: its session ended on the server (terminated, killed, or reaped by an idle timeout)", ErrLockLost)
+	errSessionEnded = fmt.Errorf("%w: its session ended: the server ended it (terminated, killed, reaped by an idle timeout) or the driver closed it (as when the context of a statement on it ends)", ErrLockLost)
 	errTxEnded      = fmt.Errorf("%w: its transaction ended", ErrLockLost)
 	errSessionBusy  = fmt.Errorf("%w: the session stayed busy with another statement, so dlock discarded it", ErrLockLost)
 	errPinClosed    = fmt.Errorf("%w: its session went back to the pool while the lock was held; dlock releases the lock the next time it uses that session: %w", ErrLeaked, ErrLockLost)

@@ -3,6 +3,7 @@ package dlock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"time"
 
@@ -19,6 +20,10 @@ var ctx = context.Background()
 
 func nightlyReport(tx *gorm.DB) error { return nil }
 
+// whoHolds stands for a function that prints dlock.Holders(ctx, db, key),
+// as the README's Quick start has it.
+func whoHolds(ctx context.Context, db *gorm.DB, key string) {}
+
 // Register the plugin once, then run work under a lock with WithLock.
 func Example() {
 	if err := db.Use(dlock.Plugin{}); err != nil {
@@ -30,7 +35,8 @@ func Example() {
 	}, dlock.Timeout(5*time.Second))
 	switch {
 	case errors.Is(err, dlock.ErrNotAcquired):
-		log.Print("another instance is running the report")
+		log.Printf("not run: %v", err) // names the key and the Timeout that ran out
+		whoHolds(ctx, db, "nightly-report")
 	case err != nil:
 		log.Fatal(err)
 	}
@@ -50,13 +56,14 @@ func ExampleNew() {
 			return err
 		}
 		if !ok {
-			return dlock.ErrNotAcquired // busy: someone else holds it
+			whoHolds(ctx, tx, "nightly-report")
+			return fmt.Errorf("%w: %v is busy", dlock.ErrNotAcquired, lock.DBKey()) // someone else holds it
 		}
 		defer func() { err = errors.Join(err, lock.Close(ctx)) }()
 		return nightlyReport(tx)
 	})
 	if err != nil {
-		log.Print(err)
+		log.Printf("not run: %v", err)
 	}
 }
 

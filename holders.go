@@ -15,9 +15,17 @@ import (
 
 // Holder is one database session that holds, or waits for, a lock, as the
 // server's own tables show it. The fields other than DBKey, SessionID,
-// Granted and Shared are what the server tells of the session; they are
-// empty when it tells nothing (a session of another user, without the
-// privilege to see it: PostgreSQL's pg_read_all_stats, MySQL's PROCESS).
+// Granted and Shared are what the server tells of the session; a field it
+// does not tell is empty (or zero), never the server's placeholder.
+//
+// What a user without privileges sees differs by server. PostgreSQL shows
+// every lock in pg_locks to every user, so the list is complete, but it
+// hides State, Query, ClientAddr and Since of another role's session
+// unless the user has pg_read_all_stats (or is a member of that role):
+// those fields are then empty. MySQL and MariaDB hide other users'
+// sessions entirely without the PROCESS privilege, waiters included, so
+// [Holders] and [Locks] return an error naming PROCESS instead of a
+// shorter list.
 type Holder struct {
 	// DBKey is the lock as the server names it, as [Lock.DBKey] returns
 	// it: the int64 key on PostgreSQL, the GET_LOCK name on MySQL and
@@ -81,8 +89,15 @@ type Holder struct {
 // statement builds the name otherwise (CONCAT, a variable, a server-side
 // prepared statement) is not found. The holder is found in every case.
 //
-// Errors: [ErrNotRegistered], [ErrInvalidKey], or the driver's error
-// wrapped.
+// The answer is complete or an error. On MySQL and MariaDB the statement
+// needs the PROCESS privilege (granted directly or through an active
+// role) whenever the lock is held: without it the server hides other
+// users' sessions, so the error wraps [ErrUnsupported] and the server's
+// error 1227 naming PROCESS. A free lock needs no privilege. PostgreSQL
+// needs none: see [Holder] for the fields it hides.
+//
+// Errors: [ErrNotRegistered], [ErrInvalidKey], [ErrUnsupported] (no
+// PROCESS), or the driver's error wrapped.
 func Holders(ctx context.Context, db *gorm.DB, key any) ([]Holder, error) {
 	reg, err := registered(db)
 	if err != nil {
@@ -104,7 +119,7 @@ func Holders(ctx context.Context, db *gorm.DB, key any) ([]Holder, error) {
 	}
 	hs, err := q.run(ctx, reg.pool)
 	if err != nil {
-		return nil, fmt.Errorf("dlock: Holders: %w", err)
+		return nil, listError("Holders", err)
 	}
 	return hs, nil
 }
@@ -125,16 +140,21 @@ func Holders(ctx context.Context, db *gorm.DB, key any) ([]Holder, error) {
 //   - MariaDB: the locks held, from information_schema.METADATA_LOCK_INFO,
 //     which exists only once the metadata_lock_info plugin is installed
 //     (INSTALL SONAME 'metadata_lock_info', by an administrator). Without
-//     it the error wraps [ErrUnsupported]. Waiters are not listed (the
-//     table shows granted locks only); ask [Holders] for one lock.
+//     it the error wraps [ErrUnsupported]. The table shows granted locks
+//     only: their waiters come from the processlist, found the way
+//     [Holders] finds them (a waiter whose statement builds the name is
+//     not found).
 //   - MySQL: holders and waiters from performance_schema.metadata_locks,
 //     with the names in lower case (MySQL's names ignore case); the error
 //     wraps [ErrUnsupported] when performance_schema or its metadata-lock
 //     instrument is off.
 //
 // Like Holders it runs on the registered pool, not through GORM, and
-// returns ctx's error when ctx ends first. Errors: [ErrNotRegistered],
-// [ErrUnsupported], or the driver's error wrapped.
+// returns ctx's error when ctx ends first; like Holders it is complete or
+// an error: on MySQL and MariaDB, while any lock is held, it needs the
+// PROCESS privilege, and without it the error wraps [ErrUnsupported] and
+// names PROCESS. Errors: [ErrNotRegistered], [ErrUnsupported] (a missing
+// plugin, instrument or privilege, named), or the driver's error wrapped.
 func Locks(ctx context.Context, db *gorm.DB, prefix string) ([]Holder, error) {
 	reg, err := registered(db)
 	if err != nil {
@@ -153,18 +173,45 @@ func Locks(ctx context.Context, db *gorm.DB, prefix string) ([]Holder, error) {
 		return nil, fmt.Errorf("%w: Locks on %T", ErrUnsupported, reg.server.backend)
 	}
 	if err != nil {
-		if errors.Is(err, ErrUnsupported) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("dlock: Locks: %w", err)
+		return nil, listError("Locks", err)
 	}
 	return hs, nil
+}
+
+// erSpecificAccessDenied is MySQL's "Access denied; you need (at least one
+// of) the %s privilege(s) for this operation": the answer to
+// mysqlProcessCheck without PROCESS.
+const erSpecificAccessDenied = 1227
+
+// erTableAccessDenied is MySQL's "%s command denied to user '%s'@'%s' for
+// table '%s'": Locks' answer on MySQL for a user who may not read
+// performance_schema.
+const erTableAccessDenied = 1142
+
+// listError words an error of Holders or Locks (op): the missing PROCESS
+// privilege and the errors that already say what is missing as
+// ErrUnsupported, the rest as the driver's error wrapped.
+func listError(op string, err error) error {
+	if errors.Is(err, ErrUnsupported) {
+		return err
+	}
+	n, _ := mysqlErrNumber(err)
+	switch {
+	case n == erSpecificAccessDenied:
+		return fmt.Errorf("%w: %s needs the PROCESS privilege on MySQL and MariaDB, which hide other users' sessions "+
+			"and their waits without it (GRANT PROCESS ON *.* TO the user): %w", ErrUnsupported, op, err)
+	case n == erTableAccessDenied && op == "Locks":
+		return fmt.Errorf("%w: Locks on MySQL needs SELECT on performance_schema and the PROCESS privilege: %w", ErrUnsupported, err)
+	}
+	return fmt.Errorf("dlock: %s: %w", op, err)
 }
 
 // holderStmt is one statement that returns Holder rows. Its columns are,
 // in order: the lock (int64 on PostgreSQL, the name on MySQL), session id,
 // granted, shared, user, application, client address, database, state,
-// query, and Since in microseconds since the Unix epoch (NULL if unknown).
+// query, Since in microseconds since the Unix epoch (NULL if unknown), and
+// a last column read and dropped: mysqlProcessCheck on MySQL, 0 on
+// PostgreSQL.
 type holderStmt struct {
 	sql  string
 	args []any
@@ -194,8 +241,9 @@ func (q holderStmt) scan(rows *sql.Rows) (Holder, error) {
 		key                               sql.NullString
 		id, since                         sql.NullInt64
 		user, app, addr, dbName, st, stmt sql.NullString
+		check                             sql.RawBytes
 	)
-	err := rows.Scan(&key, &id, &h.Granted, &h.Shared, &user, &app, &addr, &dbName, &st, &stmt, &since)
+	err := rows.Scan(&key, &id, &h.Granted, &h.Shared, &user, &app, &addr, &dbName, &st, &stmt, &since, &check)
 	if err != nil {
 		return h, err
 	}
@@ -219,10 +267,17 @@ func (q holderStmt) scan(rows *sql.Rows) (Holder, error) {
 // pgHolderColumns are the columns of holderStmt for pg_locks l joined
 // with pg_stat_activity a. The key is the bigint whose high 32 bits are
 // classid and low 32 bits objid (objsubid = 1), sent back as text.
+//
+// pg_stat_activity hides another role's session from a user without
+// pg_read_all_stats: NULL for most fields, "<insufficient privilege>" for
+// query. The query column is NULL then too, tested the way the server
+// tests it (pg_has_role(..., 'USAGE') is true for a superuser, a member of
+// the role, and a member of pg_read_all_stats).
 const pgHolderColumns = "((l.classid::bigint << 32) | l.objid::bigint)::text, COALESCE(l.pid, 0), l.granted," +
 	" l.mode = 'ShareLock', a.usename, a.application_name," +
-	" host(a.client_addr) || ':' || a.client_port, a.datname, a.state, a.query," +
-	" (extract(epoch FROM a.state_change) * 1000000)::bigint"
+	" host(a.client_addr) || ':' || a.client_port, a.datname, a.state," +
+	" CASE WHEN pg_has_role(a.usesysid, 'USAGE') OR pg_has_role('pg_read_all_stats', 'USAGE') THEN a.query END," +
+	" (extract(epoch FROM a.state_change) * 1000000)::bigint, 0"
 
 // pgAdvisoryHere keeps the bigint-keyed advisory locks of the current
 // database.
@@ -253,16 +308,29 @@ func pgLocksStmt() holderStmt {
 	}
 }
 
-// sessionColumns are the holderStmt columns from user through Since for
-// the processlist row p. MariaDB's TIME_MS has milliseconds; MySQL's TIME
-// whole seconds.
+// mysqlProcessCheck is a value MySQL and MariaDB refuse to compute, with
+// error 1227 naming PROCESS, for a user without the PROCESS privilege,
+// whether granted directly or through an active role. Without it their
+// processlist shows only the user's own sessions, so a holder's details
+// and the waiters of other users would be missing. Reading INNODB_TRX is
+// the server's own test of PROCESS, the same as the processlist's
+// (information_schema.USER_PRIVILEGES does not show a role's privileges).
+// It is the last column of every MySQL holderStmt, so each row sent
+// evaluates it, whatever the optimizer does with the rest; a statement
+// that sends no row is complete without PROCESS (no holder, so no
+// waiter, and no lock at all for Locks).
+const mysqlProcessCheck = "(SELECT COUNT(*) FROM information_schema.INNODB_TRX)"
+
+// sessionColumns are the holderStmt columns from user through the last
+// for the processlist row p. MariaDB's TIME_MS has milliseconds; MySQL's
+// TIME whole seconds.
 func (b *mysqlBackend) sessionColumns() string {
 	elapsed := "p.TIME * 1000000"
 	if b.mariadb {
 		elapsed = "CAST(p.TIME_MS * 1000 AS SIGNED)"
 	}
 	return "p.USER, NULL, p.HOST, p.DB, COALESCE(NULLIF(p.STATE, ''), p.COMMAND), p.INFO," +
-		" CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) - " + elapsed
+		" CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) - " + elapsed + ", " + mysqlProcessCheck
 }
 
 // holdersStmt reads the holder of name from IS_USED_LOCK and its waiters
@@ -307,6 +375,16 @@ func mysqlStatementForms(name string) []string {
 	return forms
 }
 
+// mariadbWaitsFor is true when the statement of the processlist row p
+// names the lock m.TABLE_SCHEMA in one of the forms of
+// mysqlStatementForms: x'…' (hex digits in either case) or the name
+// quoted, with backslash escapes or with the quote doubled, byte for
+// byte. The quote (27) and the backslash (5c) are hex literals, so the
+// patterns are binary strings and compared byte for byte.
+const mariadbWaitsFor = "(LOCATE(CONCAT('x', X'27', LOWER(HEX(CAST(m.TABLE_SCHEMA AS BINARY))), X'27'), LOWER(p.INFO)) > 0" +
+	" OR LOCATE(CONCAT(X'27', REPLACE(REPLACE(CAST(m.TABLE_SCHEMA AS BINARY), X'5c', X'5c5c'), X'27', X'5c27'), X'27'), p.INFO) > 0" +
+	" OR LOCATE(CONCAT(X'27', REPLACE(CAST(m.TABLE_SCHEMA AS BINARY), X'27', X'2727'), X'27'), p.INFO) > 0)"
+
 // errNoMetadataLockInfo is Locks' answer on a MariaDB without the
 // metadata_lock_info plugin.
 var errNoMetadataLockInfo = fmt.Errorf("%w: MariaDB lists user locks only with the metadata_lock_info plugin; "+
@@ -345,9 +423,11 @@ func (b *mysqlBackend) locks(ctx context.Context, pool *sql.DB, prefix string) (
 const mysqlMetadataLocksOn = "SELECT @@performance_schema = 1 AND EXISTS (SELECT 1 FROM performance_schema.setup_instruments" +
 	" WHERE NAME = 'wait/lock/metadata/sql/mdl' AND ENABLED = 'YES')"
 
-// locksStmt lists user locks: on MariaDB the held ones, from
+// locksStmt lists user locks: on MariaDB the held ones from
 // METADATA_LOCK_INFO (whose TABLE_SCHEMA is the lock name and THREAD_ID
-// the connection id); on MySQL the held and the awaited ones, from
+// the connection id), which shows granted locks only, and their waiters
+// from the processlist, found as [Holders] finds them (mariadbWaitsFor);
+// on MySQL the held and the awaited ones, from
 // performance_schema.metadata_locks joined with threads. The prefix is
 // compared byte for byte on MariaDB, whose names are, and without regard
 // to case on MySQL, whose names are.
@@ -360,7 +440,11 @@ func (b *mysqlBackend) locksStmt(prefix string) holderStmt {
 		return holderStmt{
 			sql: "SELECT m.TABLE_SCHEMA, m.THREAD_ID, 1, 0, " + b.sessionColumns() +
 				" FROM information_schema.METADATA_LOCK_INFO m LEFT JOIN information_schema.PROCESSLIST p ON p.ID = m.THREAD_ID" +
-				" WHERE " + where + " ORDER BY 1, 2",
+				" WHERE " + where +
+				" UNION ALL SELECT m.TABLE_SCHEMA, p.ID, 0, 0, " + b.sessionColumns() +
+				" FROM information_schema.METADATA_LOCK_INFO m JOIN information_schema.PROCESSLIST p" +
+				" ON p.STATE = 'User lock' AND p.ID <> m.THREAD_ID AND " + mariadbWaitsFor +
+				" WHERE " + where + " ORDER BY 1, 3 DESC, 11, 2",
 		}
 	}
 	where := "m.OBJECT_TYPE = 'USER LEVEL LOCK'"
@@ -371,7 +455,7 @@ func (b *mysqlBackend) locksStmt(prefix string) holderStmt {
 		sql: "SELECT m.OBJECT_NAME, t.PROCESSLIST_ID, m.LOCK_STATUS = 'GRANTED', 0," +
 			" t.PROCESSLIST_USER, NULL, t.PROCESSLIST_HOST, t.PROCESSLIST_DB," +
 			" COALESCE(NULLIF(t.PROCESSLIST_STATE, ''), t.PROCESSLIST_COMMAND), t.PROCESSLIST_INFO," +
-			" CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) - t.PROCESSLIST_TIME * 1000000" +
+			" CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED) - t.PROCESSLIST_TIME * 1000000, " + mysqlProcessCheck +
 			" FROM performance_schema.metadata_locks m JOIN performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID" +
 			" WHERE " + where + " ORDER BY 1, 3 DESC, 11, 2",
 	}

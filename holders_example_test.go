@@ -25,11 +25,12 @@ func ExampleHolders() {
 	}
 }
 
-// List every lock held; MariaDB needs its metadata_lock_info plugin.
+// List every lock, holders and waiters. MariaDB needs its
+// metadata_lock_info plugin; MySQL and MariaDB need the PROCESS privilege.
 func ExampleLocks() {
 	hs, err := dlock.Locks(ctx, db, "")
 	if errors.Is(err, dlock.ErrUnsupported) {
-		log.Print(err) // says how to enable listing on this server
+		log.Print(err) // names what this server lacks: a plugin, a privilege
 		return
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -72,6 +73,9 @@ func TestMySQLHoldersStmt(t *testing.T) {
 		if rest := fixedLiterals.ReplaceAllString(q.sql, ""); strings.Contains(rest, "'") {
 			t.Errorf("holdersStmt() mariadb=%v = %q: a quote outside the hex literals and fixed strings", be.mariadb, q.sql)
 		}
+		if !strings.Contains(q.sql, mysqlProcessCheck) {
+			t.Errorf("holdersStmt() mariadb=%v = %q, want the PROCESS check %s", be.mariadb, q.sql, mysqlProcessCheck)
+		}
 		elapsed := map[bool]string{false: "p.TIME * 1000000", true: "p.TIME_MS * 1000"}[be.mariadb]
 		if !strings.Contains(q.sql, elapsed) {
 			t.Errorf("holdersStmt() mariadb=%v = %q, want Since from %s", be.mariadb, q.sql, elapsed)
@@ -89,7 +93,10 @@ func TestMySQLLocksStmt(t *testing.T) {
 	}{
 		{
 			"mariadb all", &mysqlBackend{mariadb: true}, "",
-			[]string{"FROM information_schema.METADATA_LOCK_INFO m", "m.LOCK_TYPE = 'User lock'"},
+			[]string{
+				"FROM information_schema.METADATA_LOCK_INFO m", "m.LOCK_TYPE = 'User lock'",
+				"JOIN information_schema.PROCESSLIST p ON p.STATE = 'User lock' AND p.ID <> m.THREAD_ID AND " + mariadbWaitsFor,
+			},
 			[]string{"LEFT(CAST"},
 		},
 		{
@@ -122,6 +129,9 @@ func TestMySQLLocksStmt(t *testing.T) {
 			if strings.Contains(q.sql, w) {
 				t.Errorf("%s: locksStmt(%q) = %q, want no %q", tt.name, tt.prefix, q.sql, w)
 			}
+		}
+		if !strings.Contains(q.sql, mysqlProcessCheck) {
+			t.Errorf("%s: locksStmt(%q) = %q, want the PROCESS check", tt.name, tt.prefix, q.sql)
 		}
 		if q.pg || len(q.args) != 0 {
 			t.Errorf("%s: locksStmt(%q) has pg=%v args=%v, want names in the text", tt.name, tt.prefix, q.pg, q.args)
@@ -167,5 +177,37 @@ func TestDBKey(t *testing.T) {
 	}
 	if _, err := DBKey("mysql", "", ""); !errors.Is(err, ErrInvalidKey) {
 		t.Errorf("DBKey(mysql, \"\") error = %v, want ErrInvalidKey", err)
+	}
+}
+
+// numberedErr has the Number field by which mysqlErrNumber reads a
+// go-sql-driver/mysql error.
+type numberedErr struct{ Number uint16 }
+
+func (e *numberedErr) Error() string { return "Error " + strconv.Itoa(int(e.Number)) }
+
+func TestListError(t *testing.T) {
+	denied := &numberedErr{erSpecificAccessDenied}
+	tests := []struct {
+		op          string
+		err         error
+		unsupported bool
+		want        string
+	}{
+		{"Holders", denied, true, "Holders needs the PROCESS privilege"},
+		{"Locks", denied, true, "Locks needs the PROCESS privilege"},
+		{"Locks", &numberedErr{erTableAccessDenied}, true, "SELECT on performance_schema"},
+		{"Holders", &numberedErr{erTableAccessDenied}, false, "dlock: Holders: Error 1142"},
+		{"Locks", errNoMetadataLockInfo, true, "INSTALL SONAME 'metadata_lock_info'"},
+		{"Holders", errors.New("boom"), false, "dlock: Holders: boom"},
+	}
+	for _, tt := range tests {
+		got := listError(tt.op, tt.err)
+		if errors.Is(got, ErrUnsupported) != tt.unsupported || !strings.Contains(got.Error(), tt.want) || !errors.Is(got, tt.err) {
+			t.Errorf("listError(%q, %v) = %q; want ErrUnsupported=%v, %q, and the error itself", tt.op, tt.err, got, tt.unsupported, tt.want)
+		}
+		if strings.Count(got.Error(), "dlock:") != 1 {
+			t.Errorf("listError(%q, %v) = %q; want one dlock: prefix", tt.op, tt.err, got)
+		}
 	}
 }

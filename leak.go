@@ -12,68 +12,6 @@ import (
 	"gorm.io/gorm"
 )
 
-// readyLocked checks that l's session can take l's statements: it is not
-// gone, and l runs under the session's current pin. The first dlock call
-// under a new pin of a physical session releases the holds that an
-// earlier pin left behind: its db.Connection returned while they were
-// held, so they went back to the pool with the session. Their Locks learn
-// it at their next call (an error matching [ErrLeaked]).
-func (b *binding) readyLocked(ctx context.Context) error {
-	s, p := b.sess, b.pin
-	switch {
-	case s.dead:
-		return s.why
-	case p == nil || p.gen == s.pinGen:
-		return nil
-	case p.gen < s.pinGen:
-		return errPinReused
-	}
-	s.pinGen = p.gen
-	if c, ok := b.handle.(*sql.Conn); ok && s.idRead && b.reg.server.checksPID() {
-		// The statements on this pin check the session's backend too.
-		verifiedPIDs.store(c, s.id)
-	}
-	return b.releaseStaleLocked(ctx)
-}
-
-// releaseStaleLocked releases, on b's session, every hold taken under an
-// earlier pin, and tells their Locks.
-func (b *binding) releaseStaleLocked(ctx context.Context) error {
-	for _, h := range b.sess.holds {
-		if h.pin >= b.sess.pinGen {
-			continue
-		}
-		if err := b.releaseHoldLocked(ctx, h); err != nil {
-			return err
-		}
-		b.log(ctx, slog.LevelWarn, "dlock: released a lock leaked into the pool with its session",
-			slog.String("key", keyText(h.key)), slog.Int64("session", b.sess.id))
-		if stale := h.lock.Value(); stale != nil {
-			stale.markLost(errPinReused)
-		}
-	}
-	return b.keepIdleLocked(ctx)
-}
-
-// releaseHoldLocked releases one hold by its key and takes it out of the
-// session's book. If that fails, the session is discarded.
-func (b *binding) releaseHoldLocked(ctx context.Context, h hold) error {
-	err := b.bounded(ctx, func(qctx context.Context) error {
-		_, err := b.backend.unlock(qctx, b.handle, b.backend.stmtKey(h.dbKey), options{shared: h.shared})
-		return err
-	})
-	if err != nil {
-		if lost := b.failedLocked(err); lost != nil {
-			return lost
-		}
-		why := fmt.Errorf("%w: releasing a leaked lock failed, so the session was discarded: %w", ErrLockLost, err)
-		b.discardLocked(why)
-		return why
-	}
-	b.sess.removeLocked(h.seq)
-	return nil
-}
-
 // releaseLeaked releases the holds made on the session of conn after
 // Lock sequence number since, when fn of Connection or WithLock returned,
 // and reports them with ErrLeaked.

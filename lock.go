@@ -57,9 +57,9 @@ type Lock struct {
 	stmtKey any     // the backend's form of dbKey for its statements
 	mode    options // shared, xact
 	wait    options // default wait, from New
-	binding
-	seq   uint64
-	alone bool // refuse to stack on a hold of the same key on the session (WithLock)
+	bind    binding // where its statements go
+	seq     uint64
+	alone   bool // refuse to stack on a hold of the same key on the session (WithLock)
 
 	// Used only inside acquire, which runs for one Acquire at a time.
 	skipsLeft  int // acquires left that skip the first try
@@ -119,20 +119,20 @@ func newLockKeyed(tx *gorm.DB, key, dbKey any, mode options) (*Lock, error) {
 		return nil, err
 	}
 	l := &Lock{db: tx, key: key, dbKey: dbKey, mode: mode}
-	l.reg, l.backend = reg, reg.server.backend
+	l.bind.reg, l.bind.backend = reg, reg.server.backend
 	if err := l.bindSession(tx); err != nil {
 		return nil, err
 	}
 	if l.dbKey == nil {
-		if l.dbKey, err = l.backend.dbKey(key, reg.cfg.KeyPrefix); err != nil {
+		if l.dbKey, err = l.bind.backend.dbKey(key, reg.cfg.KeyPrefix); err != nil {
 			return nil, err
 		}
 	}
-	l.stmtKey = l.backend.stmtKey(l.dbKey)
-	if err := l.backend.checkMode(l.mode); err != nil {
+	l.stmtKey = l.bind.backend.stmtKey(l.dbKey)
+	if err := l.bind.backend.checkMode(l.mode); err != nil {
 		return nil, err
 	}
-	l.seq = l.sess.nextID.Add(1)
+	l.seq = l.bind.sess.nextID.Add(1)
 	return l, nil
 }
 
@@ -150,23 +150,23 @@ func (l *Lock) bindSession(tx *gorm.DB) error {
 		if l.mode.xact {
 			return fmt.Errorf("%w: Xact needs a tx inside db.Transaction", ErrNotInTransaction)
 		}
-		l.pin = pinOf(c)
-		l.handle, l.tx, l.sess = c, txUnknown, l.pin.sess
+		l.bind.pin = pinOf(c)
+		l.bind.handle, l.bind.tx, l.bind.sess = c, txUnknown, l.bind.pin.sess
 		return nil
 	case *sql.Tx:
 		if !l.mode.xact {
 			return errSessionInTx
 		}
-		l.handle, l.tx, l.sess = c, txOpen, txSessions.loadOrStore(c, newSession)
+		l.bind.handle, l.bind.tx, l.bind.sess = c, txOpen, txSessions.loadOrStore(c, newSession)
 		return nil
 	case *gorm.PreparedStmtTX:
 		if !l.mode.xact {
 			return errSessionInTx
 		}
 		if t, ok := c.Tx.(*sql.Tx); ok {
-			l.handle, l.tx, l.sess = t, txOpen, txSessions.loadOrStore(t, newSession)
+			l.bind.handle, l.bind.tx, l.bind.sess = t, txOpen, txSessions.loadOrStore(t, newSession)
 		} else {
-			l.handle, l.tx, l.sess = c, txOpen, preparedSessions.loadOrStore(c, newSession)
+			l.bind.handle, l.bind.tx, l.bind.sess = c, txOpen, preparedSessions.loadOrStore(c, newSession)
 		}
 		return nil
 	}
@@ -218,7 +218,7 @@ func (l *Lock) held(ctx context.Context) (bool, error) {
 	if l == nil {
 		return false, fmt.Errorf("%w: nil *Lock", ErrNotHeld)
 	}
-	s := l.sess
+	s := l.bind.sess
 	if err := s.lock(ctx); err != nil {
 		return false, err
 	}
@@ -252,19 +252,19 @@ func (l *Lock) notHeldWhy() error {
 
 // heldLocked runs the held statement and settles what its error means.
 func (l *Lock) heldLocked(ctx context.Context) (held bool, err error) {
-	if err := l.readyLocked(ctx); err != nil {
+	if err := l.bind.readyLocked(ctx); err != nil {
 		return false, err
 	}
-	err = l.bounded(ctx, func(qctx context.Context) error {
+	err = l.bind.boundedLocked(ctx, func(qctx context.Context) error {
 		var err error
-		held, err = l.backend.held(qctx, l.handle, l.stmtKey, l.mode)
+		held, err = l.bind.backend.held(qctx, l.bind.target(), l.stmtKey, l.mode)
 		return err
 	})
 	switch {
 	case err == nil:
 		return held, nil
-	case l.tx == txOpen && errors.Is(err, sql.ErrTxDone):
-		l.sess.loseLocked(errTxEnded)
+	case l.bind.tx == txOpen && errors.Is(err, sql.ErrTxDone):
+		l.bind.sess.loseLocked(errTxEnded)
 		return false, nil
 	}
 	if lost := l.sessionFailedLocked(err); lost != nil {
@@ -387,10 +387,10 @@ func (l *Lock) endHoldStateLocked() {
 
 // monitor returns the loss monitor of l's pool.
 func (l *Lock) monitor() *monitor {
-	if l.reg.server == nil {
+	if l.bind.reg.server == nil {
 		return nil
 	}
-	return l.reg.server.monitor
+	return l.bind.reg.server.monitor
 }
 
 // releasedAsLeak tells l that the leak check of Connection or WithLock
@@ -424,8 +424,8 @@ func (l *Lock) notifyLost(f func(error)) {
 // monitor. The caller holds the session mutex. An error means the
 // session, and the grant with it, is gone.
 func (l *Lock) grantedLocked(ctx context.Context) error {
-	l.sess.addLocked(l)
-	if err := l.keepIdleLocked(ctx); err != nil {
+	l.bind.sess.addLocked(l)
+	if err := l.bind.keepIdleLocked(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotAcquired, err)
 	}
 	l.stateMu.Lock()
@@ -434,29 +434,4 @@ func (l *Lock) grantedLocked(ctx context.Context) error {
 	l.stateMu.Unlock()
 	l.monitor().watch(l, gen)
 	return nil
-}
-
-// keepIdleLocked raises the session's idle timeout when it holds its
-// first lock, and puts the session's own value back when it holds none
-// (Plugin.KeepIdleHolders). It returns an error only when the session is
-// gone.
-func (b *binding) keepIdleLocked(ctx context.Context) error {
-	s := b.sess
-	want := len(s.holds) > 0
-	if !b.reg.cfg.KeepIdleHolders || b.pin == nil || want == s.raised || s.dead {
-		return nil
-	}
-	err := b.bounded(ctx, func(qctx context.Context) error {
-		if !want {
-			return b.backend.restoreIdle(qctx, b.handle, s.idle)
-		}
-		var err error
-		s.idle, err = b.backend.keepIdle(qctx, b.handle)
-		return err
-	})
-	if err == nil {
-		s.raised = want
-		return nil
-	}
-	return b.failedLocked(err)
 }

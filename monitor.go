@@ -73,10 +73,10 @@ func newMonitor(pool *sql.DB, be backend, cfg Plugin) *monitor {
 
 // watch starts checking l's hold. The caller holds l's session mutex.
 func (m *monitor) watch(l *Lock, gen uint64) {
-	if m == nil || m.interval < 0 || l.sess.id == 0 {
+	if m == nil || m.interval < 0 || l.bind.sess.id == 0 {
 		return
 	}
-	h := watchedHold{sessionID: l.sess.id, dbKey: l.dbKey, stmtKey: l.stmtKey, shared: l.mode.shared, gen: gen}
+	h := watchedHold{sessionID: l.bind.sess.id, dbKey: l.dbKey, stmtKey: l.stmtKey, shared: l.mode.shared, gen: gen}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.watched[l] = h

@@ -23,14 +23,19 @@ const mysqlForever = 365 * 24 * time.Hour
 // The statements, for a name N (a literal like _utf8mb4 X'6b6579') and a
 // wait of S seconds:
 //
-//	acquire, MariaDB   SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(N, S)
-//	acquire, MySQL     SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(N, S)
-//	try once           SELECT GET_LOCK(N, 0)
+//	acquire, MariaDB   SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(N, S), CONNECTION_ID()
+//	acquire, MySQL     SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(N, S), CONNECTION_ID()
+//	try once           SELECT GET_LOCK(N, 0), CONNECTION_ID()
 //	release            SELECT RELEASE_LOCK(N)
 //	held               SELECT IS_USED_LOCK(N) = CONNECTION_ID()
 //	session id         SELECT CONNECTION_ID()
 //	cancel (control)   KILL QUERY <session id>
 //	end a hung session KILL CONNECTION <session id>
+//
+// Each lock statement carries the session id back: a grant on another
+// server session than the session's own, as behind a proxy that
+// multiplexes sessions, is undone there and reported (see
+// mysqlCheckGrant).
 type mysqlBackend struct {
 	mariadb bool
 }
@@ -43,7 +48,7 @@ func (*mysqlBackend) dbKey(key any, prefix string) (any, error) {
 // built once per Lock.
 type mysqlStmts struct {
 	lit     string // the name as a hex literal
-	try     string // SELECT GET_LOCK(lit, 0)
+	try     string // SELECT GET_LOCK(lit, 0), CONNECTION_ID()
 	release string // SELECT RELEASE_LOCK(lit)
 	forever string // the wait with no bound, built at its first use
 }
@@ -52,7 +57,7 @@ func (*mysqlBackend) stmtKey(dbKey any) any {
 	// The three strings share one allocation: the two statements, written
 	// one after the other, with the literal inside the first.
 	lit := mysqlLiteral(dbKey.(string))
-	const try0, try1, rel0, rel1 = "SELECT GET_LOCK(", ", 0)", "SELECT RELEASE_LOCK(", ")"
+	const try0, try1, rel0, rel1 = "SELECT GET_LOCK(", ", 0), CONNECTION_ID()", "SELECT RELEASE_LOCK(", ")"
 	all := try0 + lit + try1 + rel0 + lit + rel1
 	tryEnd := len(try0) + len(lit) + len(try1)
 	return &mysqlStmts{
@@ -115,7 +120,7 @@ func (b *mysqlBackend) lockSQL(k *mysqlStmts, bd waitBound) string {
 
 // waitSQL builds the waiting statement for the name and bound.
 func (b *mysqlBackend) waitSQL(k *mysqlStmts, bd waitBound) string {
-	call := "GET_LOCK(" + k.lit + ", " + b.mysqlSeconds(bd) + ")"
+	call := "GET_LOCK(" + k.lit + ", " + b.mysqlSeconds(bd) + "), CONNECTION_ID()"
 	switch {
 	case b.mariadb:
 		// An inherited max_statement_time would end the wait early.
@@ -126,12 +131,19 @@ func (b *mysqlBackend) waitSQL(k *mysqlStmts, bd waitBound) string {
 	}
 }
 
-func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ options, bd waitBound, c *canceller) (bool, error) {
-	var r sql.NullInt64
+func (b *mysqlBackend) lock(ctx context.Context, t target, k any, _ options, bd waitBound, c *canceller) (bool, error) {
+	q := t.q
+	var (
+		r  sql.NullInt64
+		at int64
+	)
 	c.start()
-	err := q.QueryRowContext(ctx, b.lockSQL(k.(*mysqlStmts), bd)).Scan(&r)
+	err := q.QueryRowContext(ctx, b.lockSQL(k.(*mysqlStmts), bd)).Scan(&r, &at)
 	c.stop()
 	if err != nil {
+		return false, err
+	}
+	if err := mysqlCheckGrant(ctx, t, k.(*mysqlStmts).lit, r.Valid && r.Int64 == 1, at); err != nil {
 		return false, err
 	}
 	if !r.Valid {
@@ -140,15 +152,15 @@ func (b *mysqlBackend) lock(ctx context.Context, q querier, _ txState, k any, _ 
 	return r.Int64 == 1, nil
 }
 
-func (*mysqlBackend) unlock(ctx context.Context, q querier, k any, _ options) (bool, error) {
+func (*mysqlBackend) unlock(ctx context.Context, t target, k any, _ options) (bool, error) {
 	var r sql.NullInt64
-	err := q.QueryRowContext(ctx, k.(*mysqlStmts).release).Scan(&r)
+	err := t.q.QueryRowContext(ctx, k.(*mysqlStmts).release).Scan(&r)
 	return r.Valid && r.Int64 == 1, err
 }
 
-func (*mysqlBackend) held(ctx context.Context, q querier, k any, _ options) (bool, error) {
+func (*mysqlBackend) held(ctx context.Context, t target, k any, _ options) (bool, error) {
 	var r sql.NullInt64
-	err := q.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+k.(*mysqlStmts).lit+") = CONNECTION_ID()").Scan(&r)
+	err := t.q.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+k.(*mysqlStmts).lit+") = CONNECTION_ID()").Scan(&r)
 	return r.Valid && r.Int64 == 1, err
 }
 
@@ -261,8 +273,11 @@ const (
 )
 
 func (*mysqlBackend) classify(err error) failure {
-	if errors.Is(err, errInterrupted) {
+	switch {
+	case errors.Is(err, errInterrupted):
 		return failInterrupted
+	case errors.Is(err, errSessionMoved):
+		return failLost // a lock statement on another server session
 	}
 	n, ok := mysqlErrNumber(err)
 	if !ok {

@@ -21,15 +21,15 @@ func TestMySQLLockSQL(t *testing.T) {
 		b    waitBound
 		want string
 	}{
-		{"mysql try", my, waitBound{try: true}, "SELECT GET_LOCK(" + lit + ", 0)"},
-		{"mariadb try", maria, waitBound{try: true}, "SELECT GET_LOCK(" + lit + ", 0)"},
-		{"mysql forever", my, waitBound{}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 31536000)"},
-		{"mariadb forever", maria, waitBound{}, "SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(" + lit + ", 31536000)"},
-		{"mysql 1.2s rounds up", my, waitBound{wait: 1200 * time.Millisecond}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 2)"},
-		{"mysql 300ms rounds up", my, waitBound{wait: 300 * time.Millisecond}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 1)"},
-		{"mariadb 1.25s", maria, waitBound{wait: 1250 * time.Millisecond}, "SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(" + lit + ", 1.25)"},
-		{"mariadb sub-ms", maria, waitBound{wait: time.Microsecond}, "SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(" + lit + ", 0.001)"},
-		{"mysql beyond a year", my, waitBound{wait: 2 * mysqlForever}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 31536000)"},
+		{"mysql try", my, waitBound{try: true}, "SELECT GET_LOCK(" + lit + ", 0), CONNECTION_ID()"},
+		{"mariadb try", maria, waitBound{try: true}, "SELECT GET_LOCK(" + lit + ", 0), CONNECTION_ID()"},
+		{"mysql forever", my, waitBound{}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 31536000), CONNECTION_ID()"},
+		{"mariadb forever", maria, waitBound{}, "SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(" + lit + ", 31536000), CONNECTION_ID()"},
+		{"mysql 1.2s rounds up", my, waitBound{wait: 1200 * time.Millisecond}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 2), CONNECTION_ID()"},
+		{"mysql 300ms rounds up", my, waitBound{wait: 300 * time.Millisecond}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 1), CONNECTION_ID()"},
+		{"mariadb 1.25s", maria, waitBound{wait: 1250 * time.Millisecond}, "SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(" + lit + ", 1.25), CONNECTION_ID()"},
+		{"mariadb sub-ms", maria, waitBound{wait: time.Microsecond}, "SET STATEMENT max_statement_time=0 FOR SELECT GET_LOCK(" + lit + ", 0.001), CONNECTION_ID()"},
+		{"mysql beyond a year", my, waitBound{wait: 2 * mysqlForever}, "SELECT /*+ MAX_EXECUTION_TIME(0) */ GET_LOCK(" + lit + ", 31536000), CONNECTION_ID()"},
 	}
 	for _, tt := range tests {
 		if got := tt.be.lockSQL(tt.be.stmtKey("key").(*mysqlStmts), tt.b); got != tt.want {

@@ -7,11 +7,17 @@ import (
 	"time"
 )
 
-// Observer is told what dlock does, for metrics and traces: set it as
-// Plugin.Observer. The module github.com/gormdlock/dlock/otel adapts it
-// to OpenTelemetry. Its methods run on the goroutine of the dlock call (Lost
-// on whichever goroutine found the loss), so they must return quickly and
-// must not call back into the Lock. A nil Observer costs nothing.
+// Observer is told what dlock does with locks, for metrics and traces: set
+// it as Plugin.Observer. The module github.com/gormdlock/dlock/otel adapts
+// it to OpenTelemetry. Its methods run on the goroutine of the dlock call
+// (Lost on whichever goroutine found the loss, after the loss has been
+// signalled: Done closed, fn's context ended), so they must return quickly
+// and must not call back into the Lock. A nil Observer costs nothing.
+//
+// Observer does not grow: events that dlock adds later come as small
+// interfaces of their own, which a Plugin.Observer may also implement and
+// which dlock finds by type assertion ([ElectionObserver] is the first), so
+// an implementation keeps compiling as dlock grows.
 type Observer interface {
 	// AcquireStart is called when an Acquire begins, or the acquire of a
 	// WithLock; the context it returns is the one AcquireEnd receives.
@@ -93,36 +99,15 @@ func modeName(o options) string {
 	return m
 }
 
-// logs reports whether the Plugin's Logger takes records of level.
-func (b *binding) logs(ctx context.Context, level slog.Level) bool {
-	lg := b.reg.cfg.Logger
-	return lg != nil && lg.Enabled(ctx, level)
-}
-
-// log writes a record to the Plugin's Logger, if it takes its level.
-func (b *binding) log(ctx context.Context, level slog.Level, msg string, attrs ...slog.Attr) {
-	if b.logs(ctx, level) {
-		b.reg.cfg.Logger.LogAttrs(ctx, level, msg, attrs...)
-	}
-}
-
-// discardLocked discards the session (see session.discardLocked) and
-// says so in the log.
-func (b *binding) discardLocked(why error) {
-	b.log(context.Background(), slog.LevelWarn, "dlock: session discarded",
-		slog.Int64("session", b.sess.id), slog.String("reason", why.Error()))
-	b.sess.discardLocked(b.handle, why)
-}
-
 // event returns the fields of an event about l.
 func (l *Lock) event() (key, dbKey any, mode string, session int64) {
-	return l.key, l.dbKey, modeName(l.mode), l.sess.idSeen.Load()
+	return l.key, l.dbKey, modeName(l.mode), l.bind.sess.idSeen.Load()
 }
 
 // observed reports whether an acquire of l is to be timed and told: to
 // the Observer, or to a Logger that takes Debug records.
 func (l *Lock) observed(ctx context.Context) bool {
-	return l.reg.cfg.Observer != nil || l.logs(ctx, slog.LevelDebug)
+	return l.bind.reg.cfg.Observer != nil || l.bind.logs(ctx, slog.LevelDebug)
 }
 
 // acquireStarted tells the Observer that an acquire begins, and returns
@@ -130,7 +115,7 @@ func (l *Lock) observed(ctx context.Context) bool {
 func (l *Lock) acquireStarted(ctx context.Context) (context.Context, AcquireEvent) {
 	var e AcquireEvent
 	e.Key, e.DBKey, e.Mode, e.SessionID = l.event()
-	if obs := l.reg.cfg.Observer; obs != nil {
+	if obs := l.bind.reg.cfg.Observer; obs != nil {
 		ctx = obs.AcquireStart(ctx, e)
 	}
 	return ctx, e
@@ -139,12 +124,12 @@ func (l *Lock) acquireStarted(ctx context.Context) (context.Context, AcquireEven
 // acquireEnded finishes e with the acquire's result and tells the
 // Observer and the Logger.
 func (l *Lock) acquireEnded(ctx context.Context, e AcquireEvent, start time.Time, o options, ok bool, err error) {
-	e.Wait, e.Err, e.SessionID = time.Since(start), err, l.sess.idSeen.Load()
+	e.Wait, e.Err, e.SessionID = time.Since(start), err, l.bind.sess.idSeen.Load()
 	e.Outcome = outcomeOf(o, ok, err)
-	if obs := l.reg.cfg.Observer; obs != nil {
+	if obs := l.bind.reg.cfg.Observer; obs != nil {
 		obs.AcquireEnd(ctx, e)
 	}
-	l.log(ctx, slog.LevelDebug, "dlock: acquire "+e.Outcome.String(), slog.String("key", keyText(l.key)),
+	l.bind.log(ctx, slog.LevelDebug, "dlock: acquire "+e.Outcome.String(), slog.String("key", keyText(l.key)),
 		slog.Int64("session", e.SessionID), slog.Duration("wait", e.Wait))
 }
 
@@ -200,10 +185,10 @@ func (l *Lock) released(ctx context.Context, since time.Time, err error) {
 	var e ReleaseEvent
 	e.Key, e.DBKey, e.Mode, e.SessionID = l.event()
 	e.Held, e.Err = time.Since(since), err
-	if obs := l.reg.cfg.Observer; obs != nil {
+	if obs := l.bind.reg.cfg.Observer; obs != nil {
 		obs.Released(ctx, e)
 	}
-	l.log(ctx, slog.LevelDebug, "dlock: released", slog.String("key", keyText(l.key)),
+	l.bind.log(ctx, slog.LevelDebug, "dlock: released", slog.String("key", keyText(l.key)),
 		slog.Int64("session", e.SessionID), slog.Duration("held", e.Held))
 }
 
@@ -213,9 +198,9 @@ func (l *Lock) reportLost(why error, held time.Duration) {
 	var e ReleaseEvent
 	e.Key, e.DBKey, e.Mode, e.SessionID = l.event()
 	e.Held, e.Err = held, why
-	if obs := l.reg.cfg.Observer; obs != nil {
+	if obs := l.bind.reg.cfg.Observer; obs != nil {
 		obs.Lost(e)
 	}
-	l.log(context.Background(), slog.LevelWarn, "dlock: lock lost", slog.String("key", keyText(l.key)),
+	l.bind.log(context.Background(), slog.LevelWarn, "dlock: lock lost", slog.String("key", keyText(l.key)),
 		slog.Int64("session", e.SessionID), slog.Duration("held", e.Held), slog.String("reason", why.Error()))
 }

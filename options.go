@@ -9,7 +9,8 @@ import (
 // and [WithLock]; wait options ([NoWait], [Timeout]) go to [Lock.Acquire]
 // and [WithLock], and in [New] they set the Lock's default wait. A nil,
 // misplaced or conflicting option makes the call fail with
-// [ErrInvalidOption] before anything is sent to the database.
+// [ErrInvalidOption] before anything is sent to the database. [Identity]
+// goes to [NewElector] only.
 //
 // Without options a lock is exclusive, session-level, and Acquire waits
 // until the lock is acquired or its context ends.
@@ -31,6 +32,8 @@ type options struct {
 	wait         waitMode
 	timeout      time.Duration
 	waitOpts     int
+	identity     string // NewElector's Identity
+	identityOpts int
 }
 
 // Shared makes the lock shared: shared holders coexist with each other
@@ -89,6 +92,8 @@ func applyOptions(where string, allowMode, allowWait bool, opts []Option) (optio
 		return o, fmt.Errorf("%w: %s takes no mode option (Shared, Xact go to New or WithLock)", ErrInvalidOption, where)
 	case o.waitOpts > 0 && !allowWait:
 		return o, fmt.Errorf("%w: %s takes no wait option (NoWait, Timeout go to Acquire)", ErrInvalidOption, where)
+	case o.identityOpts > 0:
+		return o, fmt.Errorf("%w: %s takes no Identity (it goes to NewElector)", ErrInvalidOption, where)
 	case o.waitOpts > 1:
 		return o, fmt.Errorf("%w: %s: more than one of NoWait and Timeout", ErrInvalidOption, where)
 	}

@@ -7,64 +7,12 @@ import (
 	"net"
 	"sync"
 	"time"
+	"weak"
 )
 
 // errOutlived is joined to a short statement's error when the
 // statement outlived its bound and dlock ended the session.
 var errOutlived = errors.New("dlock: a statement outlived its bound; the session was ended from a control connection")
-
-// statementBound is the bound of a short statement (release, one try, held):
-// the Plugin's ReleaseTimeout, or ctx's deadline if that is later.
-func (b *binding) statementBound(ctx context.Context) time.Duration {
-	d := b.reg.cfg.ReleaseTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		d = max(d, time.Until(dl))
-	}
-	return d
-}
-
-// driverBoundCtx bounds a short statement through the driver: ctx without its
-// cancellation, with the deadline of statementBound. When the bound runs out
-// the driver closes the session.
-func (b *binding) driverBoundCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), b.statementBound(ctx))
-}
-
-// bounded runs fn, one bounded statement sequence on the session, with ctx's
-// values but not its cancellation, bounded by statementBound.
-//
-// Once the server's session id is known, the bound is kept by a timer
-// that ends the session from a control connection (KILL CONNECTION,
-// pg_terminate_backend), and fn gets a context without Done: both
-// go-sql-driver/mysql and pgx watch a context that has one, which costs
-// more than the round trip itself on a busy machine. The timer also sets a
-// deadline on the driver's network connection, where dlock knows it, so
-// that the statement returns even when the network lost its answer.
-// Ending the session ends its locks, so the outcome is known: the session
-// is lost. Without the id the driver keeps the bound, through a deadline.
-func (b *binding) bounded(ctx context.Context, fn func(context.Context) error) error {
-	return b.boundedWithin(ctx, b.statementBound(ctx), fn)
-}
-
-// boundedWithin is bounded with the bound d: shorter than statementBound
-// for the try of an Acquire whose Timeout or deadline ends first.
-func (b *binding) boundedWithin(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
-	s := b.sess
-	if s.id == 0 {
-		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
-		defer cancel()
-		return fn(qctx)
-	}
-	s.overrun.arm(b, s.id, d)
-	if ctx.Done() != nil {
-		ctx = context.WithoutCancel(ctx)
-	}
-	err := fn(ctx)
-	if s.overrun.stop() {
-		return err
-	}
-	return joinErrors(errOutlived, err)
-}
 
 // overrunGuard ends a session whose short statement outlives its bound. One
 // timer per session serves every short statement on it; the session mutex
@@ -110,7 +58,15 @@ func (g *overrunGuard) arm(b *binding, id int64, d time.Duration) {
 	g.running, g.deadline = true, now.Add(d)
 	switch {
 	case g.t == nil:
-		g.t = time.AfterFunc(d, g.fire)
+		// The timer holds the guard weakly: a timer still pending after
+		// the session's last statement keeps neither the session's state
+		// nor its pool in memory (a closed pool goes at the next GC).
+		wg := weak.Make(g)
+		g.t = time.AfterFunc(d, func() {
+			if g := wg.Value(); g != nil {
+				g.fire()
+			}
+		})
 	case !g.pending || g.deadline.Before(g.fireAt):
 		g.t.Reset(d)
 	default:
@@ -161,20 +117,4 @@ func (g *overrunGuard) fire() {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
 	_ = be.terminate(ctx, pool, id)
-}
-
-// classify says what a statement's error means; a session dlock ended
-// is lost whatever the driver said.
-func (b *binding) classify(err error) failure {
-	switch {
-	case errors.Is(err, errOutlived):
-		return failLost
-	case b.pin != nil && errors.Is(err, sql.ErrConnDone):
-		if b.sess.connClosed() {
-			return failLost // database/sql closed it: the session is gone
-		}
-		// The session is fine; this Lock's pin of it is over.
-		return failPinClosed
-	}
-	return b.backend.classify(err)
 }

@@ -1,6 +1,7 @@
 package dlock
 
 import (
+	"runtime"
 	"testing"
 	"time"
 )
@@ -91,5 +92,35 @@ func TestWatchdogShorterBound(t *testing.T) {
 	waitFor(t, "the end of the session of the statement with the shorter bound", r.anyEnded)
 	if w.stop() {
 		t.Fatal("stop() = true for a session the overrun guard ended")
+	}
+}
+
+// A pending timer keeps nothing in memory: the state of a session whose
+// last statement is done (and through it its pool) is collected without
+// waiting for the timer, which then does nothing.
+func TestWatchdogTimerHoldsNothing(t *testing.T) {
+	l, r := newGuardBinding()
+	s := newSession()
+	s.overrun.arm(l, 7, time.Hour)
+	if !s.overrun.stop() {
+		t.Fatal("stop() = false after a quick statement")
+	}
+	collected := make(chan struct{})
+	runtime.AddCleanup(s, func(c chan struct{}) { close(c) }, collected)
+	s = nil
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtime.GC()
+		select {
+		case <-collected:
+			if got, _ := r.endedSessions(); len(got) != 0 {
+				t.Fatalf("sessions ended: %v, want none", got)
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the session's state stayed in memory while its overrun timer was pending")
+		}
 	}
 }

@@ -27,9 +27,12 @@ const (
 // Initialize picks the backend from the dialect ("mysql" for MySQL and
 // MariaDB, "postgres" for PostgreSQL), asks the server for its version
 // once, and refuses what it cannot lock correctly with an error wrapping
-// [ErrUnsupportedDialect]: sqlite, sqlserver, and CockroachDB, whose
-// advisory locks do not exclude anyone. Both dlock.Plugin{} and
-// &dlock.Plugin{} may be registered.
+// [ErrUnsupportedDialect]: sqlite, sqlserver, and the servers and
+// topologies of the README's table (CockroachDB and YugabyteDB, whose
+// advisory locks are stubs or cannot be trusted; TiDB, Vitess, Galera,
+// replicas, Citus workers and proxies that multiplex sessions, whose locks
+// do not exclude every client). Both dlock.Plugin{} and &dlock.Plugin{}
+// may be registered.
 type Plugin struct {
 	// KeyPrefix is prepended to string and []byte keys, never to integer
 	// keys, so that several applications can share one database without
@@ -90,10 +93,13 @@ func (Plugin) Name() string { return pluginName }
 
 // Initialize is called by db.Use. It asks the server its version, and
 // checks the topology once (see the README's supported topologies): on
-// PostgreSQL it compares two sessions pinned at once, to refuse a pooler
-// in transaction pooling and to learn whether the driver's session id is
-// the backend's pid; on MySQL and MariaDB it refuses Galera nodes
-// (@@wsrep_on), read-only servers, TiDB and Vitess. When
+// PostgreSQL it refuses CockroachDB, YugabyteDB and Citus workers, and
+// compares two sessions pinned at once, to refuse a pooler in transaction
+// pooling and to learn whether the driver's session id is the backend's
+// pid; on MySQL and MariaDB it refuses TiDB, Vitess, Galera nodes, Group
+// Replication multi-primary members, Aurora readers and read-only
+// servers, and compares the CONNECTION_ID() of two sessions pinned at
+// once, to refuse a proxy that multiplexes sessions. When
 // gorm.io/plugin/dbresolver is registered already, it adds callbacks that
 // keep the statements of a pinned session on it (see keptconn.go). Its
 // statements run with db's context; it leaves db unchanged when it fails.
@@ -120,14 +126,16 @@ func (p Plugin) Initialize(db *gorm.DB) error {
 	s := &server{version: version}
 	switch name {
 	case "mysql":
-		mariadb := strings.Contains(version, "MariaDB")
-		if err := mysqlCheckServer(ctx, pool, version, mariadb); err != nil {
+		if err := mysqlCheckServer(ctx, pool, version); err != nil {
 			return err
 		}
-		s.backend = &mysqlBackend{mariadb: mariadb}
+		if err := mysqlCheckPool(ctx, pool); err != nil {
+			return err
+		}
+		s.backend = &mysqlBackend{mariadb: strings.Contains(version, "MariaDB")}
 	case "postgres":
-		if strings.Contains(version, "CockroachDB") {
-			return fmt.Errorf("%w: CockroachDB advisory locks do not exclude (%s)", ErrUnsupportedDialect, version)
+		if err := pgCheckServer(ctx, pool, version); err != nil {
+			return err
 		}
 		if s.pooler, err = pgCheckPool(ctx, pool); err != nil {
 			return err
@@ -165,14 +173,6 @@ type server struct {
 	// cancel key instead of the backend pid), so the id is asked for.
 	pooler  bool
 	monitor *monitor
-}
-
-// checksPID reports whether the lock statements check the backend pid of
-// a session whose id dlock read from the server (PostgreSQL; see
-// pgVerifiedPID).
-func (s *server) checksPID() bool {
-	_, pg := s.backend.(pgBackend)
-	return pg
 }
 
 // servers maps a *sql.DB to what Initialize learned about its server.

@@ -6,7 +6,9 @@ import (
 	"database/sql/driver"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"gorm.io/gorm"
@@ -17,19 +19,34 @@ import (
 
 // versionDriver is a database/sql driver whose only query answer is the
 // server version in its DSN (and 0 for each server variable a query asks
-// for: a plain, writable server). It lets Plugin.Initialize be tested for
-// dialects and servers this machine does not run; nothing here locks.
+// for, no rows for SHOW VARIABLES: a plain, writable server; and a
+// CONNECTION_ID() of its own for each connection). It lets
+// Plugin.Initialize be tested for dialects and servers this machine does
+// not run; nothing here locks.
 type versionDriver struct{}
 
-func (versionDriver) Open(dsn string) (driver.Conn, error) { return versionConn(dsn), nil }
+// versionConnIDs numbers the connections of versionDriver.
+var versionConnIDs atomic.Int64
 
-type versionConn string
+func (versionDriver) Open(dsn string) (driver.Conn, error) {
+	return versionConn{dsn, versionConnIDs.Add(1)}, nil
+}
+
+type versionConn struct {
+	version string
+	id      int64
+}
 
 func (c versionConn) Prepare(q string) (driver.Stmt, error) {
-	if strings.HasPrefix(q, "SELECT @@") {
+	switch {
+	case strings.HasPrefix(q, "SELECT @@"):
 		return versionStmt(strings.Repeat("0,", strings.Count(q, "@@"))), nil
+	case strings.HasPrefix(q, "SHOW "):
+		return versionStmt("Variable_name,Value,,"), nil // no rows
+	case q == "SELECT CONNECTION_ID()":
+		return versionStmt(strconv.FormatInt(c.id, 10)), nil
 	}
-	return versionStmt(c), nil
+	return versionStmt(c.version), nil
 }
 func (versionConn) Close() error              { return nil }
 func (versionConn) Begin() (driver.Tx, error) { return nil, errors.New("no transactions") }
@@ -43,13 +60,17 @@ func (s versionStmt) Query([]driver.Value) (driver.Rows, error) {
 	return &versionRows{v: string(s)}, nil
 }
 
-// versionRows is one row: v, or the values of a comma-terminated list.
+// versionRows is one row: v, or the values of a comma-terminated list; a
+// list ending in two commas names the columns of no rows.
 type versionRows struct {
 	v    string
 	done bool
 }
 
 func (r *versionRows) Columns() []string {
+	if vs, ok := strings.CutSuffix(r.v, ",,"); ok {
+		return strings.Split(vs, ",")
+	}
 	if vs, ok := strings.CutSuffix(r.v, ","); ok {
 		return strings.Split(vs, ",")
 	}
@@ -58,7 +79,7 @@ func (r *versionRows) Columns() []string {
 
 func (*versionRows) Close() error { return nil }
 func (r *versionRows) Next(dest []driver.Value) error {
-	if r.done {
+	if r.done || strings.HasSuffix(r.v, ",,") {
 		return io.EOF
 	}
 	r.done = true
@@ -110,6 +131,8 @@ func TestPluginRefusesUnsupported(t *testing.T) {
 		{"sqlite", "3.45.0"},
 		{"sqlserver", "Microsoft SQL Server 2022"},
 		{"postgres", "CockroachDB CCL v23.2.0 (x86_64-pc-linux-gnu)"},
+		{"postgres", "PostgreSQL 11.2-YB-2.20.1.0-b0 on x86_64-pc-linux-gnu"},
+		{"postgres", "PostgreSQL 15.12-YB-2025.1.0.0-b168 on x86_64-pc-linux-gnu"},
 		{"mysql", "8.0.11-TiDB-v7.5.1"},
 		{"mysql", "8.0.30-Vitess"},
 	} {

@@ -78,7 +78,7 @@ type pgStmts struct {
 	lock        string // the waiting call, completed by the caller
 
 	// On a session whose backend pid dlock read from the server (see
-	// pgVerifiedPID): the statements also return pg_backend_pid(), and a
+	// target.check): the statements also return pg_backend_pid(), and a
 	// release runs only on that backend ($2).
 	tryPID, unlockPID, undo string
 }
@@ -121,12 +121,13 @@ const (
 
 // lock runs the lock statement: one try, an unbounded wait nothing can
 // cancel, or a watched wait (inside a savepoint when a transaction is open).
-func (pgBackend) lock(ctx context.Context, q querier, tx txState, k any, o options, b waitBound, c *canceller) (bool, error) {
+func (pgBackend) lock(ctx context.Context, t target, k any, o options, b waitBound, c *canceller) (bool, error) {
+	q, tx := t.q, t.tx
 	key := k // passed on boxed: no allocation per statement
 	switch {
 	case b.try:
-		if pid, known := pgVerifiedPID(q); known {
-			return pgTryOnBackend(ctx, q, key, o, pid)
+		if t.check != 0 {
+			return pgTryOnBackend(ctx, q, key, o, t.check)
 		}
 		var ok bool
 		err := q.QueryRowContext(ctx, pgStmt(o).try, key).Scan(&ok)
@@ -234,12 +235,12 @@ func pgInTransaction(ctx context.Context, q querier, tx txState) (bool, error) {
 	return err == nil, err
 }
 
-func (pgBackend) unlock(ctx context.Context, q querier, k any, o options) (bool, error) {
-	if pid, known := pgVerifiedPID(q); known {
-		return pgUnlockOnBackend(ctx, q, k, o, pid)
+func (pgBackend) unlock(ctx context.Context, t target, k any, o options) (bool, error) {
+	if t.check != 0 {
+		return pgUnlockOnBackend(ctx, t.q, k, o, t.check)
 	}
 	var ok bool
-	err := q.QueryRowContext(ctx, pgStmt(o).unlock, k).Scan(&ok)
+	err := t.q.QueryRowContext(ctx, pgStmt(o).unlock, k).Scan(&ok)
 	return ok, err
 }
 
@@ -249,23 +250,22 @@ func (pgBackend) unlock(ctx context.Context, q querier, k any, o options) (bool,
 const pgHeldSQL = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'" +
 	" AND pid = pg_backend_pid() AND granted AND classid = $1 AND objid = $2 AND objsubid = 1 AND mode = $3)"
 
-func (pgBackend) held(ctx context.Context, q querier, k any, o options) (bool, error) {
+func (pgBackend) held(ctx context.Context, t target, k any, o options) (bool, error) {
+	q := t.q
 	key := uint64(k.(int64))
 	mode := "ExclusiveLock"
 	if o.shared {
 		mode = "ShareLock"
 	}
 	var ok bool
-	if pid, known := pgVerifiedPID(q); known {
-		err := q.QueryRowContext(ctx, pgHeldPIDSQL, int64(key>>32), int64(key&0xffffffff), mode, pid).Scan(&ok)
+	if t.check != 0 {
+		err := q.QueryRowContext(ctx, pgHeldPIDSQL, int64(key>>32), int64(key&0xffffffff), mode, t.check).Scan(&ok)
 		return ok, err
 	}
 	err := q.QueryRowContext(ctx, pgHeldSQL, int64(key>>32), int64(key&0xffffffff), mode).Scan(&ok)
 	return ok, err
 }
 
-// sessionID reads the backend pid, which the statements on a *sql.Conn
-// then check (see pgVerifiedPID).
 // pgHoldingSQL lists the advisory locks on bigint keys that the backends
 // in $1 (a comma-separated list of pids) hold, with the key rebuilt from
 // its two halves, then each of those backends that is still there, with
@@ -374,12 +374,11 @@ func (pgBackend) restoreIdle(ctx context.Context, q querier, saved string) error
 	return err
 }
 
+// sessionID reads the backend pid, which the statements on a pinned
+// session then check (see target.check).
 func (pgBackend) sessionID(ctx context.Context, q querier) (int64, error) {
 	var id int64
 	err := q.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&id)
-	if c, ok := q.(*sql.Conn); ok && err == nil {
-		verifiedPIDs.store(c, id)
-	}
 	return id, err
 }
 

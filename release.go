@@ -75,12 +75,12 @@ func (l *Lock) releaseHold(ctx context.Context) error {
 
 // release runs the release statement under the session mutex.
 func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
-	s := l.sess
-	if err := s.lockWithin(ctx, l.statementBound(ctx), l.handle); err != nil {
+	s := l.bind.sess
+	if err := s.lockWithin(ctx, l.bind.statementBound(ctx), l.bind.handle); err != nil {
 		return false, fmt.Errorf("%w: the session stayed busy; it will be discarded: %w", ErrLockLost, err)
 	}
 	defer s.unlock()
-	if err := l.readyLocked(ctx); err != nil {
+	if err := l.bind.readyLocked(ctx); err != nil {
 		return false, err
 	}
 	if !s.removeLocked(l.seq) {
@@ -89,23 +89,23 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 		return false, fmt.Errorf("%w: released by dlock.Connection as leaked", ErrLockLost)
 	}
 	var ok bool
-	err = l.bounded(ctx, func(qctx context.Context) error {
+	err = l.bind.boundedLocked(ctx, func(qctx context.Context) error {
 		var err error
-		ok, err = l.backend.unlock(qctx, l.handle, l.stmtKey, l.mode)
+		ok, err = l.bind.backend.unlock(qctx, l.bind.target(), l.stmtKey, l.mode)
 		return err
 	})
 	if err == nil {
-		_ = l.keepIdleLocked(ctx) // the last hold: put the idle timeout back
+		_ = l.bind.keepIdleLocked(ctx) // the last hold: put the idle timeout back
 	}
 	switch {
 	case err == nil && ok:
 		return false, nil
 	case err == nil:
 		return false, l.notHeldWhy()
-	case l.classify(err) == failTxAborted:
+	case l.bind.classify(err) == failTxAborted:
 		s.addLocked(l)
 		return true, fmt.Errorf("dlock: cannot release inside a failed transaction; the lock is still held, release it after the rollback: %w", err)
-	case l.classify(err) == failPinClosed:
+	case l.bind.classify(err) == failPinClosed:
 		// Still held, by a session back in the pool: the book keeps the
 		// hold for dlock's next use of that session, which releases it.
 		s.addLocked(l)
@@ -114,7 +114,7 @@ func (l *Lock) release(ctx context.Context) (stillHeld bool, err error) {
 		return false, lost
 	}
 	why := fmt.Errorf("%w: release failed, so the session was discarded: %w", ErrLockLost, err)
-	l.discardLocked(why)
+	l.bind.discardLocked(why)
 	return false, why
 }
 
@@ -166,25 +166,9 @@ func (l *Lock) close(ctx context.Context) error {
 // marked so. It returns the error to report, or nil when err is about the
 // statement alone.
 func (l *Lock) sessionFailedLocked(err error) error {
-	why := l.failedLocked(err)
+	why := l.bind.failedLocked(err)
 	if errors.Is(why, errPinClosed) {
 		l.markLost(why)
 	}
 	return why
-}
-
-// failedLocked settles an error that ends the session for dlock: a lost
-// session is discarded; a pin that went back to the pool is left for its
-// next user. It returns the error to report, or nil when err is about the
-// statement alone.
-func (b *binding) failedLocked(err error) error {
-	switch b.classify(err) {
-	case failLost:
-		why := lostCause(err)
-		b.discardLocked(why)
-		return why
-	case failPinClosed:
-		return errPinClosed
-	}
-	return nil
 }

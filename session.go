@@ -28,7 +28,7 @@ type session struct {
 	nextID atomic.Uint64      // Lock sequence numbers
 	pins   atomic.Uint64      // pin generations handed out
 	idSeen atomic.Int64       // id, for readers without the session mutex
-	pg     pgConnView         // pgx's PgConn behind the session, if any; set once
+	pg     pgConnRef          // pgx's PgConn behind the session, if any, weakly; set once
 	dc     weak.Pointer[byte] // the driver connection, for connClosed; set once
 	dcType reflect.Type       // its pointer type
 
@@ -71,38 +71,6 @@ func newSession() *session {
 	}
 }
 
-// binding is where a Lock's statements go: its session's state, the
-// database/sql handle they run on, and the backend and registration that
-// shape and bound them. The leak check makes one without a Lock, to
-// release holds whose Lock is gone.
-type binding struct {
-	reg     registration
-	backend backend
-	handle  querier // the *sql.Conn, or the *sql.Tx of an Xact lock
-	tx      txState
-	sess    *session
-	pin     *pin // the pin of a session lock's *sql.Conn; nil in a transaction
-}
-
-// pin is one pinning of a physical session: one *sql.Conn. Pins of one
-// connection follow each other, so their generations order them.
-type pin struct {
-	sess *session
-	gen  uint64
-}
-
-// pinOf returns the pin of c, and with it the state of the physical
-// connection c runs on. It sends nothing: the driver connection behind
-// (*sql.Conn).Raw is the same object every time the pool hands that
-// connection out, so it names the physical session.
-func pinOf(c *sql.Conn) *pin {
-	if p, ok := connPins.load(c); ok {
-		return p
-	}
-	s := physicalSession(c)
-	return connPins.loadOrStore(c, func() *pin { return &pin{sess: s, gen: s.pins.Add(1)} })
-}
-
 // physicalSession returns the state of the driver connection behind c,
 // or fresh state for c alone when c is closed or its driver connection
 // is not a pointer.
@@ -121,7 +89,7 @@ func physicalSession(c *sql.Conn) *session {
 		s = driverSessions.loadOrStore(dc, func() *session {
 			s := newSession()
 			s.overrun.netConn = networkConn(driverConn)
-			s.pg = pgConnOf(driverConn)
+			s.pg = pgRefOf(driverConn)
 			s.dc, s.dcType = weak.Make(dc), v.Type()
 			return s
 		})
@@ -134,9 +102,14 @@ func physicalSession(c *sql.Conn) *session {
 }
 
 // connClosed reports whether the driver closed the session's connection
-// (driver.Validator says it is not valid, as after the server ended the
-// session), as opposed to a *sql.Conn that merely went back to the pool.
+// (pgx's PgConn says so, or driver.Validator says it is not valid, as
+// after the server ended the session or a cancelled statement closed it),
+// as opposed to a *sql.Conn that merely went back to the pool.
 func (s *session) connClosed() bool {
+	if s.pg.typ != nil {
+		pg := s.pg.view()
+		return pg == nil || pg.IsClosed()
+	}
 	p := s.dc.Value()
 	if p == nil || s.dcType == nil {
 		return s.dcType != nil // collected: closed; unknown: no

@@ -134,7 +134,7 @@ func lockAndRun(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc, 
 // Close sends nothing: without it a killed holder would hear only the
 // driver's error.
 func (l *Lock) settle(err error) error {
-	if err != nil && l.mode.xact && l.classify(err) == failLost {
+	if err != nil && l.mode.xact && l.bind.classify(err) == failLost {
 		l.markLost(lostCause(err))
 	}
 	return err
@@ -191,8 +191,8 @@ func connection(ctx context.Context, db *gorm.DB, reg registration, h *heldKey, 
 // fnContext returns fn's context: ctx, carrying h when it is not nil,
 // that ends when a lock is found lost.
 func fnContext(ctx context.Context, h *heldKey) (context.Context, context.CancelCauseFunc) {
-	if h != nil {
-		h.parent, _ = ctx.Value(heldCtxKey{}).(*heldKey)
+	if cur, _ := ctx.Value(heldCtxKey{}).(*heldKey); h != nil && cur != h {
+		h.parent = cur // ctx may carry h already: an Xact fn's, from connection
 		ctx = context.WithValue(ctx, heldCtxKey{}, h)
 	}
 	return context.WithCancelCause(ctx)

@@ -2,12 +2,10 @@ module github.com/gormdlock/dlock/bench
 
 go 1.26.0
 
-replace github.com/gormdlock/dlock => ../
-
 require (
 	github.com/allisson/go-pglock/v3 v3.0.0
 	github.com/go-sql-driver/mysql v1.8.1
-	github.com/gormdlock/dlock v0.0.0
+	github.com/gormdlock/dlock v0.3.0
 	github.com/jackc/pgx/v5 v5.10.0
 	github.com/sanketplus/go-mysql-lock v0.0.7
 	golang.org/x/crypto v0.57.0

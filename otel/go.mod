@@ -2,10 +2,8 @@ module github.com/gormdlock/dlock/otel
 
 go 1.26.0
 
-replace github.com/gormdlock/dlock => ../
-
 require (
-	github.com/gormdlock/dlock v0.0.0
+	github.com/gormdlock/dlock v0.3.0
 	github.com/prometheus/client_golang v1.25.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/exporters/prometheus v0.69.0

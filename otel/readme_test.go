@@ -6,45 +6,54 @@ import (
 	"testing"
 )
 
-// TestReadmePrometheus keeps the Prometheus snippet of this module's README (under
-// "### Metrics, traces and logs") and the compiled Example_prometheus in
-// step: every line of the example's body appears, in order, in the
-// snippet.
-func TestReadmePrometheus(t *testing.T) {
+// TestReadmeSnippets keeps the Prometheus and tracing snippets of this
+// module's README (the first Go block under "### Metrics" and under
+// "### Traces") and the compiled Example_prometheus and Example_tracing in
+// step: every line of an example's body appears, in order, in its snippet.
+func TestReadmeSnippets(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(readme), "\n### Metrics, traces and logs\n")
-	if !ok {
-		t.Fatal(`README.md has no "### Metrics, traces and logs" section`)
-	}
-	_, block, ok := strings.Cut(section, "```go\n")
-	if !ok {
-		t.Fatal("README.md: the metrics section has no Go code block")
-	}
-	block, _, _ = strings.Cut(block, "\n```")
+	for _, c := range []struct{ heading, file, example string }{
+		{"### Metrics", "prometheus_test.go", "Example_prometheus"},
+		{"### Traces", "tracing_test.go", "Example_tracing"},
+	} {
+		_, section, ok := strings.Cut(string(readme), "\n"+c.heading+"\n")
+		if !ok {
+			t.Errorf("README.md has no %q section", c.heading)
+			continue
+		}
+		section, _, _ = strings.Cut(section, "\n### ")
+		_, block, ok := strings.Cut(section, "```go\n")
+		if !ok {
+			t.Errorf("README.md: %q has no Go code block", c.heading)
+			continue
+		}
+		block, _, _ = strings.Cut(block, "\n```")
 
-	src, err := os.ReadFile("prometheus_test.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, body, ok := strings.Cut(string(src), "\nfunc Example_prometheus() {\n")
-	if !ok {
-		t.Fatal("prometheus_test.go has no Example_prometheus")
-	}
-	body, _, _ = strings.Cut(body, "\n}\n")
+		src, err := os.ReadFile(c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, body, ok := strings.Cut(string(src), "\nfunc "+c.example+"() {\n")
+		if !ok {
+			t.Fatalf("%s has no %s", c.file, c.example)
+		}
+		body, _, _ = strings.Cut(body, "\n}\n")
 
-	snippet := lines(block)
-	i := 0
-	for _, want := range lines(body) {
-		for i < len(snippet) && snippet[i] != want {
+		snippet := lines(block)
+		i := 0
+		for _, want := range lines(body) {
+			for i < len(snippet) && snippet[i] != want {
+				i++
+			}
+			if i == len(snippet) {
+				t.Errorf("README.md's %q snippet lacks, in order, this line of %s:\n%s", c.heading, c.example, want)
+				break
+			}
 			i++
 		}
-		if i == len(snippet) {
-			t.Fatalf("README.md's Prometheus snippet lacks, in order, the line of Example_prometheus:\n%s", want)
-		}
-		i++
 	}
 }
 

@@ -5,13 +5,16 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/gormdlock/dlock"
 	"gorm.io/gorm"
 )
@@ -265,6 +268,9 @@ func TestHoldersSQLAlchemy(t *testing.T) {
 		if b.Dialect == dialectPostgres && hs[0].Application != "nightly.py" {
 			t.Errorf("Holders()[0].Application = %q, want %q", hs[0].Application, "nightly.py")
 		}
+		if mine, ok := b.locksOf(t, db, dbKey); ok {
+			wantHolders(t, mine, []int64{hid}, []int64{wid}, false)
+		}
 		if _, err := holder.ExecContext(ctx, unlockSQL); err != nil {
 			t.Fatalf("%s: %v", unlockSQL, err)
 		}
@@ -319,18 +325,9 @@ func TestLocks(t *testing.T) {
 			}
 			filter = ""
 		}
-		all, err := dlock.Locks(ctx, db, filter)
-		if b.Dialect == dialectMySQL && errors.Is(err, dlock.ErrUnsupported) {
-			// The shared server lacks the plugin (or performance_schema):
-			// the answer must say how to get it.
-			if !strings.Contains(err.Error(), "metadata_lock_info") && !strings.Contains(err.Error(), "performance_schema") {
-				t.Fatalf("Locks() error = %v, want how to enable listing", err)
-			}
-			t.Logf("Locks() = %v (the documented answer without the plugin)", err)
+		all, ok := b.locks(t, db, filter)
+		if !ok {
 			return
-		}
-		if err != nil {
-			t.Fatalf("Locks(%q) error = %v", filter, err)
 		}
 		var mine []dlock.Holder
 		for _, h := range all {
@@ -338,15 +335,58 @@ func TestLocks(t *testing.T) {
 				mine = append(mine, h)
 			}
 		}
-		waiting := []int64{wid}
-		if b.Name == "mariadb" {
-			waiting = nil // METADATA_LOCK_INFO shows granted locks only
-		}
-		wantHolders(t, mine, []int64{hid}, waiting, false)
+		wantHolders(t, mine, []int64{hid}, []int64{wid}, false)
 		if b.Dialect == dialectMySQL && len(mine) != len(all) {
 			t.Fatalf("Locks(%q) = %+v, want only the locks under the prefix", filter, all)
 		}
 	})
+}
+
+// locks returns Locks(db, prefix), or false when the server cannot list
+// locks, after checking that the error says so: on MariaDB without the
+// metadata_lock_info plugin, an error telling how to install it; on MySQL
+// without performance_schema's metadata locks, one naming it.
+func (b *testDB) locks(t testing.TB, db *gorm.DB, prefix string) ([]dlock.Holder, bool) {
+	t.Helper()
+	all, err := dlock.Locks(context.Background(), db, prefix)
+	can, how := true, ""
+	switch b.Name {
+	case "mariadb":
+		can, how = b.hasMetadataLockInfo(t), "INSTALL SONAME 'metadata_lock_info'"
+	case "mysql":
+		var on sql.NullBool
+		q := "SELECT @@performance_schema = 1 AND EXISTS (SELECT 1 FROM performance_schema.setup_instruments" +
+			" WHERE NAME = 'wait/lock/metadata/sql/mdl' AND ENABLED = 'YES')"
+		if err := b.observer(t).QueryRowContext(context.Background(), q).Scan(&on); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		can, how = on.Bool, "performance_schema"
+	}
+	if !can {
+		if !errors.Is(err, dlock.ErrUnsupported) || !strings.Contains(err.Error(), how) {
+			t.Fatalf("Locks(%q) = %+v, %v; want ErrUnsupported saying %s", prefix, all, err, how)
+		}
+		t.Logf("Locks(%q) = %v (the documented answer on this server)", prefix, err)
+		return nil, false
+	}
+	if err != nil {
+		t.Fatalf("Locks(%q) error = %v", prefix, err)
+	}
+	return all, true
+}
+
+// locksOf returns the rows of Locks(db, "") for the lock dbKey, or false
+// when the server cannot list locks (see locks).
+func (b *testDB) locksOf(t testing.TB, db *gorm.DB, dbKey any) ([]dlock.Holder, bool) {
+	t.Helper()
+	all, ok := b.locks(t, db, "")
+	var mine []dlock.Holder
+	for i := range all {
+		if all[i].DBKey == dbKey {
+			mine = append(mine, all[i])
+		}
+	}
+	return mine, ok
 }
 
 // TestHoldersNameCase: MariaDB compares lock names byte for byte, so a
@@ -385,4 +425,185 @@ func TestHoldersNameCase(t *testing.T) {
 			t.Fatalf("waiter: %v", err)
 		}
 	})
+}
+
+// unprivileged creates a database user (MariaDB/MySQL) or login role
+// (PostgreSQL) named dlock_np_<random> that may use the test database and
+// nothing else: no PROCESS, no pg_read_all_stats. It returns a testDB that
+// connects as that user, and its name. The user is dropped when the test
+// ends, after the pools opened later are closed.
+func (b *testDB) unprivileged(t testing.TB) (*testDB, string) {
+	t.Helper()
+	ctx := context.Background()
+	var r [6]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		t.Fatalf("crypto/rand: %v", err)
+	}
+	name, password := "dlock_np_"+hex.EncodeToString(r[:3]), "pw"+hex.EncodeToString(r[3:])
+	admin := b.observer(t)
+	nb := &testDB{Name: b.Name, Dialect: b.Dialect, Version: b.Version, Source: b.Source}
+	t.Cleanup(nb.closeObserver)
+	var create, drop []string
+	if b.Dialect == dialectMySQL {
+		cfg, err := gomysql.ParseDSN(b.DSN)
+		if err != nil {
+			t.Fatalf("ParseDSN: %v", err)
+		}
+		for _, host := range []string{"%", "localhost"} {
+			user := fmt.Sprintf("'%s'@'%s'", name, host)
+			create = append(create, fmt.Sprintf("CREATE USER IF NOT EXISTS %s IDENTIFIED BY '%s'", user, password),
+				"GRANT ALL ON `"+cfg.DBName+"`.* TO "+user)
+			drop = append(drop, "DROP USER IF EXISTS "+user)
+		}
+		cfg.User, cfg.Passwd = name, password
+		nb.DSN = cfg.FormatDSN()
+	} else {
+		create = []string{fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", name, password)}
+		drop = []string{"DROP ROLE IF EXISTS " + name}
+		if u, err := url.Parse(b.DSN); err == nil && u.Scheme != "" {
+			u.User = url.UserPassword(name, password)
+			nb.DSN = u.String()
+		} else {
+			nb.DSN = b.DSN + fmt.Sprintf(" user=%s password=%s", name, password)
+		}
+	}
+	t.Cleanup(func() {
+		for _, q := range drop {
+			if _, err := admin.ExecContext(context.Background(), q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+	})
+	for i, q := range create {
+		if _, err := admin.ExecContext(ctx, q); err != nil {
+			if i == 0 && accessDenied(err) {
+				t.Skipf("the test user may not create users: %s: %v", q, err)
+			}
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	return nb, name
+}
+
+// TestHoldersUnprivileged: a user who may not see other users' sessions
+// gets every holder and waiter with the hidden fields empty (PostgreSQL),
+// or an error naming PROCESS (MySQL, MariaDB); never a shorter list.
+func TestHoldersUnprivileged(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		ctx := context.Background()
+		nb, npUser := b.unprivileged(t)
+		db := b.openLocked(t, dlock.Plugin{})
+		npdb := nb.openLocked(t, dlock.Plugin{})
+		key := b.UniqueKey(t)
+		if hs, err := dlock.Holders(ctx, npdb, key); err != nil || len(hs) != 0 {
+			t.Fatalf("Holders(free) as %s = %+v, %v; want [], nil (a free lock needs no privilege)", npUser, hs, err)
+		}
+		holder := newLock(t, db, key)
+		mustAcquire(t, holder)
+		hid := b.sessionOf(t, holder)
+		w1, _ := b.startWaiter(t, db, key)
+		w2, _ := nb.startWaiter(t, npdb, key)
+		holdersWhen(t, db, key, 3)
+
+		hs, err := dlock.Holders(ctx, npdb, key)
+		all, lerr := dlock.Locks(ctx, npdb, "")
+		if b.Dialect == dialectMySQL {
+			if !errors.Is(err, dlock.ErrUnsupported) || !strings.Contains(err.Error(), "PROCESS") {
+				t.Fatalf("Holders() as %s without PROCESS = %+v, %v; want an error naming PROCESS", npUser, hs, err)
+			}
+			if !errors.Is(lerr, dlock.ErrUnsupported) {
+				t.Fatalf("Locks() as %s without PROCESS = %+v, %v; want ErrUnsupported", npUser, all, lerr)
+			}
+			if !strings.Contains(lerr.Error(), "PROCESS") && !strings.Contains(lerr.Error(), "metadata_lock_info") {
+				t.Fatalf("Locks() as %s error = %v, want it to name PROCESS or the plugin", npUser, lerr)
+			}
+			// With PROCESS (on MariaDB through a default role, which
+			// information_schema.USER_PRIVILEGES does not show) the same
+			// user sees every session.
+			b.grantProcess(t, npUser)
+			pdb := nb.openLocked(t, dlock.Plugin{})
+			hs, err := dlock.Holders(ctx, pdb, key)
+			if err != nil {
+				t.Fatalf("Holders() as %s with PROCESS error = %v", npUser, err)
+			}
+			wantHolders(t, hs, []int64{hid}, []int64{w1, w2}, false)
+			if mine, ok := nb.locksOf(t, pdb, holder.DBKey()); ok {
+				wantHolders(t, mine, []int64{hid}, []int64{w1, w2}, false)
+				hs = append(hs, mine...)
+			}
+			for _, h := range hs {
+				b.wantSessionFacts(t, h, holder.DBKey())
+			}
+			return
+		}
+		if err != nil || lerr != nil {
+			t.Fatalf("Holders(), Locks() as %s = %v, %v; want complete answers", npUser, err, lerr)
+		}
+		wantHolders(t, hs, []int64{hid}, []int64{w1, w2}, false)
+		var mine []dlock.Holder
+		for _, h := range all {
+			if h.DBKey == holder.DBKey() {
+				mine = append(mine, h)
+			}
+		}
+		wantHolders(t, mine, []int64{hid}, []int64{w1, w2}, false)
+		for _, h := range append(hs, mine...) {
+			if h.User == npUser {
+				nb.wantSessionFacts(t, h, holder.DBKey())
+				continue
+			}
+			// Another role's session: who and where, not what it does.
+			if h.Query != "" || h.State != "" || h.ClientAddr != "" || !h.Since.IsZero() {
+				t.Errorf("Holder of another role seen by %s = %+v, want Query, State, ClientAddr and Since empty", npUser, h)
+			}
+			if h.User == "" || h.Database == "" {
+				t.Errorf("Holder of another role seen by %s = %+v, want User and Database", npUser, h)
+			}
+		}
+	})
+}
+
+// accessDenied reports whether err is the server refusing a statement for
+// want of a privilege: MySQL's errors 1044, 1045, 1142 and 1227, or
+// PostgreSQL's SQLSTATE 42501.
+func accessDenied(err error) bool {
+	var my *gomysql.MySQLError
+	if errors.As(err, &my) {
+		return slices.Contains([]uint16{1044, 1045, 1142, 1227}, my.Number)
+	}
+	var pg interface{ SQLState() string }
+	return errors.As(err, &pg) && pg.SQLState() == "42501"
+}
+
+// grantProcess gives the MySQL user made by unprivileged the PROCESS
+// privilege for its next sessions: on MariaDB through a default role
+// (dropped when the test ends), on MySQL directly.
+func (b *testDB) grantProcess(t testing.TB, user string) {
+	t.Helper()
+	admin := b.observer(t)
+	var stmts []string
+	if b.Name == "mariadb" {
+		role := user + "_r"
+		stmts = append(stmts, "CREATE ROLE "+role, "GRANT PROCESS ON *.* TO "+role)
+		for _, host := range []string{"%", "localhost"} {
+			u := fmt.Sprintf("'%s'@'%s'", user, host)
+			stmts = append(stmts, "GRANT "+role+" TO "+u, "SET DEFAULT ROLE "+role+" FOR "+u)
+		}
+		t.Cleanup(func() {
+			if _, err := admin.ExecContext(context.Background(), "DROP ROLE IF EXISTS "+role); err != nil {
+				t.Errorf("DROP ROLE %s: %v", role, err)
+			}
+		})
+	} else {
+		// MySQL's Locks reads performance_schema, which needs SELECT too.
+		for _, host := range []string{"%", "localhost"} {
+			stmts = append(stmts, fmt.Sprintf("GRANT PROCESS ON *.* TO '%s'@'%s'", user, host),
+				fmt.Sprintf("GRANT SELECT ON performance_schema.* TO '%s'@'%s'", user, host))
+		}
+	}
+	for _, q := range stmts {
+		if _, err := admin.ExecContext(context.Background(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
 }

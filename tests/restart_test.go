@@ -85,7 +85,7 @@ func restarter(t *testing.T, b *testDB) func() {
 			if out, err := exec.Command("sh", "-c", cmd).CombinedOutput(); err != nil {
 				t.Fatalf("%s (%s): %v\n%s", restartCmd[b.Dialect], cmd, err, out)
 			}
-			waitAnswers(t, b)
+			waitRestarted(t, b)
 		}
 	}
 	dsnVar := map[string]string{dialectMySQL: envMySQL, dialectPostgres: envPostgres}[b.Dialect]
@@ -135,11 +135,11 @@ func restartServer(t *testing.T, b *testDB) {
 		versions, _ := filepath.Glob("/etc/postgresql/*")
 		run("pg_ctlcluster", "--skip-systemctl-redirect", filepath.Base(versions[0]), "main", "restart", "-m", "fast")
 	}
-	waitAnswers(t, b)
+	waitRestarted(t, b)
 }
 
-// waitAnswers waits until b's server answers again, for up to 60 s.
-func waitAnswers(t *testing.T, b *testDB) {
+// waitRestarted waits until b's server answers again, for up to 60 s.
+func waitRestarted(t *testing.T, b *testDB) {
 	t.Helper()
 	raw := b.Raw(t)
 	deadline := time.Now().Add(60 * time.Second)

@@ -139,7 +139,7 @@ func TestMonitorKeepsItsControlConnection(t *testing.T) {
 	})
 }
 
-// slowObserver takes 3 s to hear of a loss.
+// slowObserver takes 2 s to hear of a loss: longer than the loss bound.
 type slowObserver struct {
 	nopObserver
 	mu   sync.Mutex
@@ -147,7 +147,7 @@ type slowObserver struct {
 }
 
 func (o *slowObserver) Lost(dlock.ReleaseEvent) {
-	time.Sleep(3 * time.Second)
+	time.Sleep(2 * time.Second)
 	o.mu.Lock()
 	o.lost++
 	o.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -41,10 +42,10 @@ func TestDialectOf(t *testing.T) {
 	tests := []struct {
 		dsn, dialect, driverDSN string
 	}{
-		{"postgres://u@db:5432/app?sslmode=disable", "postgres", "postgres://u@db:5432/app?application_name=dlock&sslmode=disable"},
-		{"postgresql://u@db/app?application_name=job", "postgres", "postgresql://u@db/app?application_name=job"},
-		{"host=db user=u dbname=app", "postgres", "host=db user=u dbname=app application_name=dlock"},
-		{"user=u host=db application_name=x", "postgres", "user=u host=db application_name=x"},
+		{"postgres://u@db:5432/app?sslmode=disable", "postgres", "postgres://u@db:5432/app?application_name=dlock&connect_timeout=10&sslmode=disable"},
+		{"postgresql://u@db/app?application_name=job&connect_timeout=3", "postgres", "postgresql://u@db/app?application_name=job&connect_timeout=3"},
+		{"host=db user=u dbname=app", "postgres", "host=db user=u dbname=app application_name=dlock connect_timeout=10"},
+		{"user=u host=db application_name=x connect_timeout=3", "postgres", "user=u host=db application_name=x connect_timeout=3"},
 		{"u:pw@tcp(db:3306)/app", "mysql", "u:pw@tcp(db:3306)/app?interpolateParams=true"},
 		{"u@tcp(db:3306)/app?interpolateParams=false", "mysql", "u@tcp(db:3306)/app?interpolateParams=true"},
 	}
@@ -54,8 +55,10 @@ func TestDialectOf(t *testing.T) {
 			t.Errorf("dialectOf(%q) = %q, %q, %v; want %q, %q, nil", tt.dsn, dialect, driverDSN, err, tt.dialect, tt.driverDSN)
 		}
 	}
-	if _, _, err := dialectOf("not a dsn"); err == nil {
-		t.Errorf("dialectOf(%q) error = nil, want an error", "not a dsn")
+	for _, dsn := range []string{"not a dsn", "mysql://root@db:3306/app", "postgres://u@db:bad-port/app"} {
+		if _, _, err := dialectOf(dsn); !errors.Is(err, errBadDSN) {
+			t.Errorf("dialectOf(%q) error = %v, want errBadDSN", dsn, err)
+		}
 	}
 }
 
@@ -72,6 +75,13 @@ func TestKey(t *testing.T) {
 		{[]string{"key", "-int", "-prefix", "p", "42"}, "42", "42"},
 		{[]string{"key", "42"}, "8820412187630416983", "42"}, // the string "42"
 		{[]string{"key", strings.Repeat("0123456789", 10)}, "5840797023804805224", "01234567890123456789012345678901234567890123456~68500b81f2ad0e51"},
+		// Names that could forge output are quoted.
+		{[]string{"key", "a\nFAKE: line"}, "-9034990087722973080", `"a\nFAKE: line"`},
+		{[]string{"key", "tab\there"}, "3793770582030537620", `"tab\there"`},
+		{[]string{"key", " padded"}, "4582317528952796134", `" padded"`},
+		{[]string{"key", "\"quoted"}, "-3166005755539822705", `"\"quoted"`},
+		{[]string{"key", "rtl\u202eevil"}, "7494949394413167404", `"rtl\u202eevil"`},
+		{[]string{"key", "ünïcödé ok"}, "-3440802544630470808", "ünïcödé ok"},
 	}
 	for _, tt := range tests {
 		code, out, errOut := runCLI(context.Background(), tt.args...)
@@ -100,6 +110,18 @@ func TestUsage(t *testing.T) {
 		{[]string{"key", "-int", "x"}, exitUsage},
 		{[]string{"key", "-bogus", "k"}, exitUsage},
 		{[]string{"hold", "-timeout", "soon", "k"}, exitUsage},
+		{[]string{"key", ""}, exitUsage},
+		{[]string{"run", "k"}, exitUsage},                                   // no CMD
+		{[]string{"run", "k", "--"}, exitUsage},                             // no CMD
+		{[]string{"run", "-dsn", defaultMySQLDSN, "k", "true"}, exitUsage},  // no --
+		{[]string{"run", "-dsn", defaultMySQLDSN, "--", "true"}, exitUsage}, // no KEY
+		{[]string{"run", "-dsn", defaultMySQLDSN, "a", "b", "--", "true"}, exitUsage},
+		{[]string{"run", "-dsn", defaultMySQLDSN, "-kill-after", "-1s", "k", "--", "true"}, exitUsage},
+		{[]string{"run", "-dsn", defaultMySQLDSN, "-timeout", "-1s", "k", "--", "true"}, exitUsage},
+		{[]string{"run", "-dsn", defaultMySQLDSN, "", "--", "true"}, exitUsage}, // empty key
+		{[]string{"run", "-h"}, exitOK},
+		{[]string{"run", "-h", "k", "--", "true"}, exitOK},
+		{[]string{"-version"}, exitOK},
 		{[]string{"-h"}, exitOK},
 		{[]string{"help"}, exitOK},
 		{[]string{"who", "-h"}, exitOK},
@@ -112,13 +134,24 @@ func TestUsage(t *testing.T) {
 		if code != tt.code {
 			t.Errorf("dlock %s = %d, want %d (stdout %q, stderr %q)", strings.Join(tt.args, " "), code, tt.code, out, errOut)
 		}
-		if code == exitUsage && !strings.Contains(errOut, "Usage") && !strings.Contains(errOut, "dlock") {
-			t.Errorf("dlock %s: stderr %q, want a usage message", strings.Join(tt.args, " "), errOut)
+		switch {
+		case code == exitUsage && (out != "" || !strings.HasPrefix(errOut, "dlock") || strings.Count(errOut, "dlock:") > 1):
+			t.Errorf("dlock %s: stdout %q, stderr %q; want nothing, and a usage message with one \"dlock:\"", strings.Join(tt.args, " "), out, errOut)
+		case code == exitOK && (out == "" || errOut != ""):
+			// Help (and the version) go to stdout.
+			t.Errorf("dlock %s: stdout %q, stderr %q; want the help on stdout only", strings.Join(tt.args, " "), out, errOut)
 		}
 	}
-	t.Setenv(envDSN, "not a dsn")
-	if code, _, errOut := runCLI(context.Background(), "who", "k"); code != exitFailure || !strings.Contains(errOut, "DSN") {
-		t.Errorf("dlock who with a bad $%s = %d, %q; want 1 and the reason", envDSN, code, errOut)
+	// A bad DSN is a usage error that names the accepted forms.
+	for _, dsn := range []string{"not a dsn", "mysql://root@127.0.0.1:3306/test", "root@tcp(127.0.0.1:3306/test"} {
+		t.Setenv(envDSN, dsn)
+		for _, args := range [][]string{{"who", "k"}, {"list"}, {"hold", "k"}, {"run", "k", "--", "true"}} {
+			code, _, errOut := runCLI(context.Background(), args...)
+			if code != exitUsage || !strings.Contains(errOut, "postgres://") || !strings.Contains(errOut, "@tcp(host:3306)/db") ||
+				strings.Count(errOut, "\n") != 1 {
+				t.Errorf("dlock %s with $%s=%q = %d, %q; want 2 and one line naming the accepted forms", args[0], envDSN, dsn, code, errOut)
+			}
+		}
 	}
 }
 
@@ -370,38 +403,32 @@ func TestList(t *testing.T) {
 	})
 }
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
+// binary is the dlock command, built once by TestMain.
+var binary string
 
-// build builds the dlock command once per test binary.
+// build returns the dlock command TestMain built.
 func build(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "dlock-cli")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "dlock")
-		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %w: %s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if binary == "" {
+		t.Fatal("TestMain did not build the dlock command")
 	}
 	return binary
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if binary != "" {
-		_ = os.RemoveAll(filepath.Dir(binary))
+	dir, err := os.MkdirTemp("", "dlock-cli")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
+	binary = filepath.Join(dir, "dlock")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v: %s\n", err, out)
+		_ = os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
 
@@ -466,8 +493,12 @@ func TestHoldBusy(t *testing.T) {
 		key := uniqueKey(t)
 		holdLock(t, db, key)
 		code, out, errOut := runCLI(context.Background(), "hold", "-dsn", s.dsn, "-timeout", "200ms", key)
-		if code != exitFailure || !strings.Contains(errOut, "not acquired within 200ms") {
-			t.Fatalf("dlock hold -timeout 200ms on a held lock = %d, %q, %q; want 1 and \"not acquired\"", code, out, errOut)
+		if code != exitBusy || !strings.Contains(errOut, "not acquired within 200ms") {
+			t.Fatalf("dlock hold -timeout 200ms on a held lock = %d, %q, %q; want 75 and \"not acquired\"", code, out, errOut)
+		}
+		code, out, errOut = runCLI(context.Background(), "hold", "-dsn", s.dsn, "-timeout", "0", key)
+		if code != exitBusy || !strings.Contains(errOut, "busy") {
+			t.Fatalf("dlock hold -timeout 0 on a held lock = %d, %q, %q; want 75 and \"busy\"", code, out, errOut)
 		}
 		// Interrupted while waiting: nothing held, exit 1.
 		ctx, cancel := context.WithCancel(context.Background())

@@ -11,9 +11,10 @@
 //	DLOCK_TEST_MYSQL_DSN     default root@tcp(127.0.0.1:3306)/test
 //	DLOCK_TEST_POSTGRES_DSN  default postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 //
-// and, when neither answers, in containers started with testcontainers-go
-// if a Docker engine runs. A database that cannot be reached is skipped.
-// Run it with `make demo`.
+// A database that cannot be reached is skipped. Run it with `make demo`;
+// without local servers, `go run -tags containers ./demo` (in examples/)
+// starts them in containers with testcontainers-go when a Docker engine
+// runs.
 package main
 
 import (

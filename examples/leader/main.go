@@ -1,21 +1,15 @@
-// Command leader shows leader election with dlock, and the hand-over when
-// the leader's database session dies.
+// Command leader shows leader election with dlock.Elector, and the
+// hand-over when the leader's database session dies.
 //
-// Three candidates, each with its own connection pool as if it were its
-// own process, pin a session and wait in Acquire for the lock
-// "leader:billing-scheduler". The server grants it to one of them: the
-// leader. The others keep waiting; the server, not a polling loop, wakes
-// one of them when the lock is free. The leader does its work in rounds
-// and checks with Lock.Held that it still holds the lock.
-//
-// Then the program kills the leader's session from another connection
-// (KILL on MySQL and MariaDB, pg_terminate_backend on PostgreSQL), as a
-// crash, a network cut or a failover would. The server drops the lock with
-// the session and hands it to a waiting candidate at once. The old leader
-// learns it at its next check, an error matching dlock.ErrLockLost, stops
-// leading and stands again on a new session. After two hand-overs the
-// program cancels the context: the waiting candidates' Acquire returns
-// dlock.ErrNotAcquired, and the last leader releases the lock.
+// Three candidates, each with its own connection pool as separate
+// processes would have, run an Elector on "leader:billing-scheduler". One
+// leads; the others wait in the server, which hands the lock to one of
+// them when the leader's session ends. An operator's view, from a fourth
+// pool, reads who leads with Elector.Leader (what `dlock who` prints).
+// The program kills the leader's session twice (KILL, pg_terminate_backend),
+// as a crash or a failover would: each time the old leader's context ends
+// with dlock.ErrLockLost and another candidate leads. Then it cancels, and
+// every Run returns with the lock released.
 //
 // Run it with `make examples`, or `go run ./leader` in examples/.
 package main
@@ -26,7 +20,10 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"os"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
@@ -35,150 +32,96 @@ import (
 	"gorm.io/gorm"
 )
 
-const (
-	leaderKey  = "leader:billing-scheduler"
-	candidates = 3
-	handOvers  = 2
-	round      = 100 * time.Millisecond // a leader's work round and Held check
-	leadFor    = 350 * time.Millisecond // how long a leader leads before its session is killed
-)
-
-// elected is what a new leader announces.
-type elected struct {
-	candidate int
-	session   int64 // CONNECTION_ID() or pg_backend_pid() of the session holding the lock
-}
-
 func main() {
-	// go-sql-driver/mysql logs "unexpected EOF" when it reads from a
-	// killed session; here that is the point, so keep the output clean.
-	_ = gomysql.SetLogger(log.New(io.Discard, "", 0))
+	_ = gomysql.SetLogger(log.New(io.Discard, "", 0)) // a killed session makes the driver log
 	exampledb.Main(run)
 }
 
 func run(ctx context.Context, s *exampledb.Server) error {
-	admin, err := s.Open(ctx)
-	if err != nil {
-		return err
-	}
+	key := "leader:billing-scheduler:" + strconv.Itoa(os.Getpid())
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-
-	leaders := make(chan elected)
 	var wg sync.WaitGroup
-	errs := make([]error, candidates)
-	for c := 1; c <= candidates; c++ {
-		db, err := s.Open(ctx) // one pool per candidate, as separate processes have
+	runErrs := make([]error, 3)
+	leading := make(chan int, 3)
+	var losses atomic.Int32 // leads whose ctx ended with ErrLockLost
+	for c := range 3 {
+		db, err := s.Open(ctx) // one pool per candidate
+		if err != nil {
+			return err
+		}
+		e, err := dlock.NewElector(db, key, dlock.Identity(fmt.Sprintf("candidate-%d", c)))
 		if err != nil {
 			return err
 		}
 		wg.Go(func() {
-			for ctx.Err() == nil {
-				if err := campaign(ctx, db, s, c, leaders); err != nil && ctx.Err() == nil {
-					errs[c-1] = fmt.Errorf("candidate %d: %w", c, err)
-					stop()
+			runErrs[c] = e.Run(ctx, func(ctx context.Context) error {
+				s.Printf("candidate %d leads", c)
+				leading <- c
+				<-ctx.Done() // the leader's work would run here, until ctx ends
+				s.Printf("candidate %d stops leading: %v", c, context.Cause(ctx))
+				if errors.Is(context.Cause(ctx), dlock.ErrLockLost) {
+					losses.Add(1)
 				}
-			}
+				return ctx.Err()
+			})
 		})
 	}
 
-	var runErr error
-	for n := 0; n <= handOvers && runErr == nil; n++ {
+	operator, err := s.Open(ctx)
+	if err != nil {
+		return err
+	}
+	view, err := dlock.NewElector(operator, key) // for Leader only; it never runs
+	if err != nil {
+		return err
+	}
+	for kill := 0; kill <= 2; kill++ {
+		var c int
 		select {
-		case l := <-leaders:
-			time.Sleep(leadFor)
-			if n < handOvers {
-				s.Printf("killing the session of candidate %d (session %d)", l.candidate, l.session)
-				runErr = kill(ctx, admin, l.session)
+		case c = <-leading:
+		case <-time.After(5 * time.Second):
+			return errors.New("no candidate leads within 5 s")
+		}
+		l, ok, err := view.Leader(ctx)
+		if err != nil {
+			return err
+		}
+		if want := fmt.Sprintf("candidate-%d", c); !ok || l.Identity != want {
+			return fmt.Errorf("Leader() = %+v, %v; want %s", l, ok, want)
+		}
+		s.Printf("who leads: %s on session %d, since %s", l.Identity, l.SessionID, l.Since.Format("15:04:05.000"))
+		if kill < 2 {
+			s.Printf("killing session %d", l.SessionID)
+			if err := killSession(ctx, operator, l.SessionID); err != nil {
+				return err
 			}
-		case <-ctx.Done():
-			runErr = fmt.Errorf("no leader elected: %w", ctx.Err())
 		}
 	}
 	s.Printf("shutting down")
 	stop()
 	wg.Wait()
-	return errors.Join(runErr, errors.Join(errs...))
-}
-
-// campaign stands for election on a new session: it waits for the lock,
-// leads while it holds it, and returns when it loses it or ctx ends.
-func campaign(ctx context.Context, db *gorm.DB, s *exampledb.Server, c int, leaders chan<- elected) error {
-	return db.Connection(func(tx *gorm.DB) (err error) {
-		session, err := sessionID(tx)
-		if err != nil {
-			return err
+	for _, err := range runErrs {
+		if !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("a Run returned %w, want context.Canceled", err)
 		}
-		lock, err := dlock.New(tx, leaderKey)
-		if err != nil {
-			return err
-		}
-		s.Printf("candidate %d (session %d) waits for %s", c, session, leaderKey)
-		ok, err := lock.Acquire(ctx) // waits until acquired or ctx ends
-		if errors.Is(err, dlock.ErrNotAcquired) && ctx.Err() != nil {
-			s.Printf("candidate %d stops waiting: %v", c, err)
-			return nil
-		}
-		if err != nil || !ok {
-			return fmt.Errorf("acquire: ok=%v: %w", ok, err)
-		}
-		// Close releases the lock if it is still held; after a lost
-		// session it has nothing left to do.
-		defer func() { err = errors.Join(err, lock.Close(context.WithoutCancel(ctx))) }()
-		if ctx.Err() != nil {
-			// A grant wins over a cancel: Acquire returned (true, nil).
-			s.Printf("candidate %d got the lock as the program stopped; releasing it", c)
-			return nil
-		}
-
-		s.Printf("candidate %d (session %d) is the leader", c, session)
-		select {
-		case leaders <- elected{c, session}:
-		case <-ctx.Done():
-			return nil
-		}
-		ticker := time.NewTicker(round)
-		defer ticker.Stop()
-		for n := 1; ; n++ {
-			select {
-			case <-ctx.Done():
-				s.Printf("candidate %d steps down: shutting down", c)
-				return nil
-			case <-ticker.C:
-			}
-			held, err := lock.Held(ctx)
-			switch {
-			case errors.Is(err, dlock.ErrLockLost):
-				s.Printf("candidate %d lost the lead: %v", c, err)
-				return nil // stand again, on a new session
-			case err != nil:
-				return err
-			case !held:
-				s.Printf("candidate %d no longer holds the lock", c)
-				return nil
-			}
-			s.Printf("candidate %d leads: round %d", c, n)
-		}
-	})
-}
-
-// sessionID returns the server's id of the session tx has pinned.
-func sessionID(tx *gorm.DB) (int64, error) {
-	q := "SELECT CONNECTION_ID()"
-	if tx.Dialector.Name() == exampledb.Postgres {
-		q = "SELECT pg_backend_pid()"
 	}
-	var id int64
-	err := tx.Raw(q).Scan(&id).Error
-	return id, err
+	if n := losses.Load(); n != 2 {
+		return fmt.Errorf("%d leads ended with ErrLockLost, want 2 (one per kill)", n)
+	}
+	if hs, err := dlock.Holders(context.Background(), operator, key); err != nil || len(hs) > 0 {
+		return fmt.Errorf("after shutdown: Holders = %v, %w; want none", hs, err)
+	}
+	s.Printf("every Run returned; nobody holds or waits for %s", key)
+	return nil
 }
 
-// kill ends a session from another one, as a crash would.
-func kill(ctx context.Context, admin *gorm.DB, session int64) error {
-	admin = admin.WithContext(ctx)
-	if admin.Dialector.Name() == exampledb.Postgres {
+// killSession ends a session from another one, as a crash would.
+func killSession(ctx context.Context, operator *gorm.DB, id int64) error {
+	operator = operator.WithContext(ctx)
+	if operator.Dialector.Name() == exampledb.Postgres {
 		var ok bool
-		return admin.Raw("SELECT pg_terminate_backend(?)", session).Scan(&ok).Error
+		return operator.Raw("SELECT pg_terminate_backend(?)", id).Scan(&ok).Error
 	}
-	return admin.Exec(fmt.Sprintf("KILL %d", session)).Error
+	return operator.Exec(fmt.Sprintf("KILL %d", id)).Error
 }

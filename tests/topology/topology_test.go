@@ -1,7 +1,9 @@
 // Package topology tests dlock on the production topologies: PgBouncer
-// in session and in transaction pooling, a PostgreSQL streaming hot standby, a Galera node, a read-only MariaDB —
-// each started by the tests themselves (see servers_test.go). Run them
-// with make topology.
+// in session and in transaction pooling, a PostgreSQL streaming hot
+// standby, a Galera node, a read-only MariaDB, a MariaDB with
+// innodb_read_only as on an Aurora reader, and MySQL proxies that
+// multiplex sessions (proxy_test.go) — each started by the tests
+// themselves (see servers_test.go). Run them with make topology.
 package topology
 
 import (
@@ -447,6 +449,28 @@ func TestMariaDBReadOnlyRefused(t *testing.T) {
 	db := openGorm(t, mysql.Open(s.DSN()))
 	err := db.Use(dlock.Plugin{})
 	refused(t, "db.Use(dlock.Plugin{}) on a read_only server", err, []error{dlock.ErrUnsupportedDialect}, "read_only")
+}
+
+// An Aurora MySQL reader reports @@innodb_read_only = ON while @@read_only
+// may be OFF: its GET_LOCK is local to the reader. A MariaDB started with
+// --innodb-read-only (and read_only off) shows the same variables:
+// refused at db.Use (before issue 18: accepted).
+func TestInnoDBReadOnlyRefused(t *testing.T) {
+	s := startMariaDB(t, "mariadbd (innodb_read_only)", "--innodb-read-only")
+	db := openGorm(t, mysql.Open(s.DSN()))
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatalf("db.DB(): %v", err)
+	}
+	var readOnly, innodbReadOnly bool
+	if err := sqlDB.QueryRow("SELECT @@global.read_only, @@global.innodb_read_only").Scan(&readOnly, &innodbReadOnly); err != nil {
+		t.Fatalf("SELECT @@read_only, @@innodb_read_only: %v", err)
+	}
+	if readOnly || !innodbReadOnly {
+		t.Fatalf("@@read_only = %v, @@innodb_read_only = %v; want OFF and ON, as on an Aurora reader", readOnly, innodbReadOnly)
+	}
+	err = db.Use(dlock.Plugin{})
+	refused(t, "db.Use(dlock.Plugin{}) on an innodb_read_only server", err, []error{dlock.ErrUnsupportedDialect}, "@@innodb_read_only = ON", "Aurora")
 }
 
 // A pool checked in session pooling whose PgBouncer is switched to

@@ -9,9 +9,11 @@
 //     that when it is set;
 //  2. else the local default, root@tcp(127.0.0.1:3306)/test or
 //     postgres://postgres@127.0.0.1:5432/test?sslmode=disable;
-//  3. else, when a Docker engine answers within two seconds, a container
+//  3. else, in a build with the tag "containers" (go run -tags containers)
+//     and when a Docker engine answers within two seconds, a container
 //     started with testcontainers-go (mariadb:11.4, postgres:17-alpine) and
-//     removed when the program ends;
+//     removed when the program ends. Without the tag the programs link no
+//     container runtime, so that a first run downloads and builds little;
 //  4. else the server is skipped with a printed line, or, when CI or
 //     DLOCK_TEST_REQUIRE_DB is set, the program fails.
 package exampledb
@@ -29,10 +31,6 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/gormdlock/dlock"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	"github.com/moby/moby/client"
-	"github.com/testcontainers/testcontainers-go"
-	tcmariadb "github.com/testcontainers/testcontainers-go/modules/mariadb"
-	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -46,9 +44,7 @@ const (
 )
 
 const (
-	pingTimeout      = 3 * time.Second
-	dockerTimeout    = 2 * time.Second
-	containerTimeout = 5 * time.Minute
+	pingTimeout = 3 * time.Second
 	// runTimeout bounds one example on one server: no example may hang.
 	runTimeout = time.Minute
 )
@@ -135,15 +131,15 @@ func (s *Server) closePools() {
 // of fn gets a context that ends after a minute.
 func Main(fn func(ctx context.Context, s *Server) error, dialects ...string) {
 	failed := false
-	var containers []testcontainers.Container
+	var stops []func() error
 	for _, t := range targets {
 		if len(dialects) > 0 && !slices.Contains(dialects, t.dialect) {
 			fmt.Printf("[%s] skipped: this example is for %s only\n", t.label, strings.Join(dialects, " and "))
 			continue
 		}
-		s, ctr, err := find(t)
-		if ctr != nil {
-			containers = append(containers, ctr)
+		s, stop, err := find(t)
+		if stop != nil {
+			stops = append(stops, stop)
 		}
 		if err != nil {
 			if v := requireVar(); v != "" {
@@ -165,8 +161,8 @@ func Main(fn func(ctx context.Context, s *Server) error, dialects ...string) {
 			failed = true
 		}
 	}
-	for _, c := range containers {
-		if err := testcontainers.TerminateContainer(c); err != nil {
+	for _, stop := range stops {
+		if err := stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "remove container: %v\n", err)
 		}
 	}
@@ -189,8 +185,8 @@ func requireVar() string {
 }
 
 // find returns the server for t: from the environment, the local default,
-// or a container (returned too, to be removed at the end).
-func find(t target) (*Server, testcontainers.Container, error) {
+// or a container (with the function that removes it, to call at the end).
+func find(t target) (*Server, func() error, error) {
 	if dsn := os.Getenv(t.env); dsn != "" {
 		s, err := connect(t, dsn, "$"+t.env)
 		if err != nil {
@@ -204,12 +200,12 @@ func find(t target) (*Server, testcontainers.Container, error) {
 		return s, nil, nil
 	}
 	localErr := fmt.Errorf("no server at %s (set %s to use another): %w", t.def, t.env, err)
-	dsn, ctr, err := startContainer(t)
+	dsn, stop, err := startContainer(t)
 	if err != nil {
-		return nil, ctr, fmt.Errorf("%w; %w", localErr, err)
+		return nil, stop, fmt.Errorf("%w; %w", localErr, err)
 	}
 	s, err = connect(t, dsn, "container "+t.image)
-	return s, ctr, err
+	return s, stop, err
 }
 
 // connect pings the server behind dsn and reads its version.
@@ -245,80 +241,4 @@ func connect(t target, dsn, source string) (*Server, error) {
 		s.Version = short // "PostgreSQL 15.4 (Debian ...) on x86_64-pc-linux-gnu, ..."
 	}
 	return s, nil
-}
-
-var (
-	dockerOnce sync.Once
-	dockerErr  error
-)
-
-// dockerEngine reports whether a Docker engine answers, as testcontainers
-// finds it. It gives up after two seconds and asks only once.
-func dockerEngine() error {
-	dockerOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
-		defer cancel()
-		done := make(chan error, 1)
-		go func() {
-			cli, err := testcontainers.NewDockerClientWithOpts(ctx)
-			if err != nil {
-				done <- err
-				return
-			}
-			defer cli.Close()
-			_, err = cli.Ping(ctx, client.PingOptions{})
-			done <- err
-		}()
-		select {
-		case dockerErr = <-done:
-		case <-ctx.Done():
-			dockerErr = ctx.Err()
-		}
-		if dockerErr != nil {
-			dockerErr = fmt.Errorf("no Docker engine for testcontainers (DOCKER_HOST, /var/run/docker.sock, Docker context): %w", dockerErr)
-		}
-	})
-	return dockerErr
-}
-
-// startContainer starts a container for t when a Docker engine answers.
-func startContainer(t target) (string, testcontainers.Container, error) {
-	if err := dockerEngine(); err != nil {
-		return "", nil, err
-	}
-	fmt.Printf("[%s] starting a %s container with testcontainers-go\n", t.label, t.image)
-	ctx, cancel := context.WithTimeout(context.Background(), containerTimeout)
-	defer cancel()
-	var (
-		dsn string
-		ctr testcontainers.Container
-		err error
-	)
-	switch t.dialect {
-	case MySQL:
-		var c *tcmariadb.MariaDBContainer
-		c, err = tcmariadb.Run(ctx, t.image,
-			tcmariadb.WithDatabase("test"), tcmariadb.WithUsername("root"), tcmariadb.WithPassword(""))
-		if c != nil {
-			ctr = c
-			if err == nil {
-				dsn, err = c.ConnectionString(ctx)
-			}
-		}
-	default:
-		var c *tcpostgres.PostgresContainer
-		c, err = tcpostgres.Run(ctx, t.image,
-			tcpostgres.WithDatabase("test"), tcpostgres.WithUsername("postgres"),
-			tcpostgres.WithPassword("dlock"), tcpostgres.BasicWaitStrategies())
-		if c != nil {
-			ctr = c
-			if err == nil {
-				dsn, err = c.ConnectionString(ctx, "sslmode=disable")
-			}
-		}
-	}
-	if err != nil {
-		return "", ctr, fmt.Errorf("start %s container: %w", t.image, err)
-	}
-	return dsn, ctr, nil
 }
