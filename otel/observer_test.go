@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"github.com/gormdlock/dlock"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/codes"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 // The tests in this file call the Observer's methods directly, as dlock
@@ -182,16 +185,32 @@ func TestEndLeavesOtherSpans(t *testing.T) {
 	}
 }
 
-// The global providers by default: without an SDK installed they are
-// no-ops, and every method still works.
+// With no options, New reports to the global providers, also to ones
+// installed after New was called (through the global's delegation): the
+// spans and the acquire count arrive in an SDK set globally afterwards.
 func TestDefaultProviders(t *testing.T) {
 	obs := New()
+	s := newSDK(t)
+	otel.SetTracerProvider(s.tp)
+	otel.SetMeterProvider(s.mp)
+	t.Cleanup(func() {
+		otel.SetTracerProvider(tracenoop.NewTracerProvider())
+		otel.SetMeterProvider(metricnoop.NewMeterProvider())
+	})
 	ctx := obs.WithLockStart(context.Background(), "k")
 	actx := obs.AcquireStart(ctx, dlock.AcquireEvent{Key: "k"})
-	obs.AcquireEnd(actx, dlock.AcquireEvent{Key: "k"})
+	obs.AcquireEnd(actx, dlock.AcquireEvent{Key: "k", Outcome: dlock.OutcomeGranted})
 	obs.Released(ctx, dlock.ReleaseEvent{Key: "k"})
 	obs.Lost(dlock.ReleaseEvent{Key: "k"})
 	obs.WithLockEnd(ctx, nil)
+	for _, name := range []string{SpanAcquire, SpanWithLock} {
+		if n := len(s.ended(name)); n != 1 {
+			t.Errorf("the global tracer provider got %d %s spans, want 1", n, name)
+		}
+	}
+	if n, _ := countOf(s.collect(t), MetricAcquires, AttrOutcome.String("granted")); n != 1 {
+		t.Errorf("the global meter provider counted %s{granted} = %d, want 1", MetricAcquires, n)
+	}
 }
 
 func TestErrorType(t *testing.T) {

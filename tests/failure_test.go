@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,12 +47,14 @@ func TestCancelWaitingAcquireKeepsSession(t *testing.T) {
 				}()
 				waitUntilWaiting(t, b, waiter)
 				cancel()
+				cancelled := time.Now()
 				var r result
 				select {
 				case r = <-done:
 				case <-time.After(5 * time.Second):
 					t.Fatalf("Acquire did not return within 5s of the cancel")
 				}
+				within(t, "Acquire's return after the cancel", time.Since(cancelled), promptly, `"promptly"`)
 				if r.ok || !errors.Is(r.err, dlock.ErrNotAcquired) || !errors.Is(r.err, context.Canceled) {
 					t.Fatalf("cancelled Acquire() = %v, %v; want false, ErrNotAcquired+Canceled", r.ok, r.err)
 				}
@@ -86,9 +89,16 @@ func TestContextDeadline(t *testing.T) {
 		key := b.UniqueKey(t)
 		mustAcquire(t, newLock(t, db, key))
 		waiter := newLock(t, db, key)
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		const deadline = 300 * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
 		defer cancel()
+		start := time.Now()
 		ok, err := waiter.Acquire(ctx, dlock.Timeout(time.Minute))
+		took := time.Since(start)
+		if took < deadline-10*time.Millisecond {
+			t.Fatalf("Acquire() returned after %v, before the ctx deadline %v", took, deadline)
+		}
+		within(t, "Acquire with a 300ms ctx deadline", took, deadline+promptly, `"promptly" once ctx ends`)
 		if ok || !errors.Is(err, dlock.ErrNotAcquired) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Acquire() = %v, %v; want false, ErrNotAcquired+DeadlineExceeded", ok, err)
 		}
@@ -271,8 +281,8 @@ func TestConnectionReportsLeak(t *testing.T) {
 			leaked = l
 			return nil // forgot to release
 		})
-		if !errors.Is(err, dlock.ErrLeaked) {
-			t.Fatalf("Connection() = %v, want ErrLeaked", err)
+		if !errors.Is(err, dlock.ErrLeaked) || !strings.Contains(err.Error(), key) {
+			t.Fatalf("Connection() = %v, want ErrLeaked naming %q", err, key)
 		}
 		if leaked == nil || leaked.Acquired() {
 			t.Fatalf("the leaked Lock still says acquired")
@@ -310,8 +320,8 @@ func TestWithLockCatchesLeak(t *testing.T) {
 			_, err = l.Acquire(context.Background())
 			return err
 		})
-		if !errors.Is(err, dlock.ErrLeaked) {
-			t.Fatalf("WithLock() = %v, want ErrLeaked", err)
+		if !errors.Is(err, dlock.ErrLeaked) || !strings.Contains(err.Error(), inner) {
+			t.Fatalf("WithLock() = %v, want ErrLeaked naming %q", err, inner)
 		}
 		b.wantFree(t, newLock(t, db, inner))
 	})

@@ -3,7 +3,9 @@ package tests
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/gormdlock/dlock"
 	"gorm.io/gorm"
@@ -51,6 +53,16 @@ func newLock(t testing.TB, db *gorm.DB, key any, opts ...dlock.Option) *dlock.Lo
 		t.Fatalf("New(%v): %v", key, err)
 	}
 	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	return l
+}
+
+// mustNew makes a Lock on the pinned session tx or fails the test.
+func mustNew(t testing.TB, tx *gorm.DB, key any, opts ...dlock.Option) *dlock.Lock {
+	t.Helper()
+	l, err := dlock.New(tx, key, opts...)
+	if err != nil {
+		t.Fatalf("New(%v): %v", key, err)
+	}
 	return l
 }
 
@@ -106,4 +118,55 @@ func (b *testDB) wantFree(t testing.TB, l *dlock.Lock) {
 	if held, ids := b.heldOutside(t, l); held {
 		t.Fatalf("lock %v held by %v, want free", l.Key(), ids)
 	}
+}
+
+// isMariaDB reports whether b is a MariaDB server, by what the server says
+// it is (VERSION() contains "MariaDB"), not by its subtest name.
+func (b *testDB) isMariaDB() bool {
+	return b.Dialect == dialectMySQL && strings.Contains(b.Version, "MariaDB")
+}
+
+// pgVersionNum returns the PostgreSQL server's server_version_num
+// (150004 for 15.4).
+func (b *testDB) pgVersionNum(t testing.TB) int {
+	t.Helper()
+	var v int
+	if err := b.observer(t).QueryRowContext(context.Background(), "SELECT current_setting('server_version_num')::int").Scan(&v); err != nil {
+		t.Fatalf("server_version_num: %v", err)
+	}
+	return v
+}
+
+// The README's numbers the tests hold dlock to. A test asserts the
+// README's number plus boundMargin as its upper bound: the margin is for
+// this kind of machine (2 shared cores, the race detector, other test
+// packages and agents loading it), never a loosening of the number.
+const (
+	// promptly is the README's "promptly" for a wait whose ctx ends: the
+	// cancel is one statement on a control connection. dlock gives up on
+	// a cancel unanswered for cancelGiveUp and discards the session, so
+	// "promptly" is well under that.
+	promptly = 250 * time.Millisecond
+	// cancelGiveUp is the README's "no control connection cancels a wait
+	// within 1 s": then the session is discarded.
+	cancelGiveUp = time.Second
+	// cutSlack is the README's "+ ~1 s" past ReleaseTimeout for a
+	// statement whose session must be ended.
+	cutSlack = time.Second
+	// acquireCutSlack is the README's "+ ~1.2 s" past its Timeout or
+	// deadline for an Acquire whose network is cut (a backstop cancel
+	// 200 ms after the wait's end, then 1 s for the cancel's answer).
+	acquireCutSlack = 1200 * time.Millisecond
+	// boundMargin is the margin above each README number.
+	boundMargin = 250 * time.Millisecond
+)
+
+// within fails the test unless took is at most the README's bound plus
+// boundMargin; what names the call and readme the README's figure.
+func within(t testing.TB, what string, took, bound time.Duration, readme string) {
+	t.Helper()
+	if took > bound+boundMargin {
+		t.Fatalf("%s took %v; the README says %s (%v), + %v margin", what, took, readme, bound, boundMargin)
+	}
+	t.Logf("%s took %v (bound %v + %v margin: %s)", what, took, bound, boundMargin, readme)
 }

@@ -2,7 +2,9 @@ package tests
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,7 +58,9 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("Connection: %v", err)
 		}
 
-		ptx, _ := pin(t, db)
+		ptx, pconn := pin(t, db)
+		// Nothing below may reach the server on ptx's session.
+		quiet := b.quietCheck(t, pconn)
 		for _, key := range []any{nil, "", []byte{}, true, 1.5, float32(2), struct{}{}, []int{1}} {
 			if _, err := dlock.New(ptx, key); !errors.Is(err, dlock.ErrInvalidKey) {
 				t.Errorf("New(%#v) = %v, want ErrInvalidKey", key, err)
@@ -84,8 +88,52 @@ func TestBadInput(t *testing.T) {
 		if l.Acquired() {
 			t.Fatalf("Acquired() = true after refused calls")
 		}
+		quiet("bad keys, bad options and misplaced Acquire options")
 		b.wantFree(t, l)
 	})
+}
+
+// quietCheck marks the session of conn and returns a check that fails the
+// test if any statement reached that session since: on MariaDB/MySQL the
+// session's Questions counter (the check's own SHOW counts one), on
+// PostgreSQL the session's last statement in pg_stat_activity, seen from
+// another session.
+func (b *testDB) quietCheck(t testing.TB, conn *sql.Conn) func(what string) {
+	t.Helper()
+	ctx := context.Background()
+	if b.Dialect == dialectPostgres {
+		id := b.SessionID(t, conn)
+		marker := fmt.Sprintf("SELECT 'dlock quiet check %d'", id)
+		if _, err := conn.ExecContext(ctx, marker); err != nil {
+			t.Fatalf("%s: %v", marker, err)
+		}
+		return func(what string) {
+			t.Helper()
+			var last string
+			if err := b.observer(t).QueryRowContext(ctx, "SELECT query FROM pg_stat_activity WHERE pid = $1", id).Scan(&last); err != nil {
+				t.Fatalf("pg_stat_activity: %v", err)
+			}
+			if last != marker {
+				t.Fatalf("%s sent %q to the session; want nothing sent", what, last)
+			}
+		}
+	}
+	questions := func() int64 {
+		t.Helper()
+		var name string
+		var n int64
+		if err := conn.QueryRowContext(ctx, "SHOW SESSION STATUS LIKE 'Questions'").Scan(&name, &n); err != nil {
+			t.Fatalf("SHOW SESSION STATUS: %v", err)
+		}
+		return n
+	}
+	before := questions()
+	return func(what string) {
+		t.Helper()
+		if sent := questions() - before - 1; sent != 0 {
+			t.Fatalf("%s sent %d statements to the session; want nothing sent", what, sent)
+		}
+	}
 }
 
 // Keys of every shape name a lock that excludes other sessions, and the
@@ -192,10 +240,10 @@ func TestDeadlock(t *testing.T) {
 		k1, k2 := b.UniqueKey(t), b.UniqueKey(t)
 		txA, _ := pin(t, db)
 		txB, _ := pin(t, db)
-		a1, _ := dlock.New(txA, k1)
-		a2, _ := dlock.New(txA, k2)
-		b2, _ := dlock.New(txB, k2)
-		b1, _ := dlock.New(txB, k1)
+		a1 := mustNew(t, txA, k1)
+		a2 := mustNew(t, txA, k2)
+		b2 := mustNew(t, txB, k2)
+		b1 := mustNew(t, txB, k1)
 		mustAcquire(t, a1)
 		mustAcquire(t, b2)
 		type result struct {
@@ -259,12 +307,21 @@ func TestCancelWithoutControlConnectionDiscards(t *testing.T) {
 		sqlDB, _ := small.DB()
 		sqlDB.SetMaxOpenConns(1)
 		tx, _ := pin(t, small)
-		own, _ := dlock.New(tx, b.UniqueKey(t))
+		own := mustNew(t, tx, b.UniqueKey(t))
 		mustAcquire(t, own)
-		waiter, _ := dlock.New(tx, key)
+		waiter := mustNew(t, tx, key)
 		ctx, cancel := context.WithCancel(context.Background())
-		time.AfterFunc(200*time.Millisecond, cancel)
+		const cancelAt = 200 * time.Millisecond
+		time.AfterFunc(cancelAt, cancel)
+		start := time.Now()
 		ok, err := waiter.Acquire(ctx)
+		// The cancel finds no control connection; dlock tries for 1 s,
+		// then discards the session.
+		took := time.Since(start)
+		if took < cancelAt+cancelGiveUp-10*time.Millisecond {
+			t.Fatalf("Acquire() returned after %v, before the cancel (%v) + the 1 s try for a control connection", took, cancelAt)
+		}
+		within(t, "Acquire cancelled at 200ms without a control connection", took, cancelAt+cancelGiveUp, `"discarded after 1 s"`)
 		if ok || !errors.Is(err, dlock.ErrNotAcquired) || !errors.Is(err, dlock.ErrLockLost) || !errors.Is(err, context.Canceled) {
 			t.Fatalf("Acquire() = %v, %v; want false, ErrNotAcquired+ErrLockLost+Canceled", ok, err)
 		}

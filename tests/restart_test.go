@@ -15,19 +15,17 @@ import (
 
 // The server restarts while a lock is held and another session waits:
 // both get errors, not hangs, and new locks work after the restart. The
-// test stops and starts the local server, so it runs only under
-// `make stress`, as root, against the default local servers.
+// test stops and starts the server, so it runs only under `make stress`:
+// as root against the default local servers, or against a server named by
+// a DSN variable with the command that restarts it in
+// DLOCK_TEST_MYSQL_RESTART / DLOCK_TEST_POSTGRES_RESTART. Asked for under
+// CI or DLOCK_TEST_REQUIRE_DB without a way to restart, it fails.
 func TestServerRestart(t *testing.T) {
-	if stressScale() == 1 {
-		t.Skip("restarts the database server: runs under make stress (DLOCK_STRESS)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("restarting the local server needs root")
+	if os.Getenv("DLOCK_STRESS") == "" {
+		t.Skip("restarts the database server: runs with make stress (DLOCK_STRESS)")
 	}
 	eachBackend(t, func(t *testing.T, b *testDB) {
-		if os.Getenv(envMySQL) != "" || os.Getenv(envPostgres) != "" {
-			t.Skip("restarts only the default local servers, not one named by a DSN variable")
-		}
+		restart := restarter(t, b)
 		db := b.openLocked(t, dlock.Plugin{})
 		key := b.UniqueKey(t)
 		holder := newLock(t, db, key)
@@ -45,7 +43,7 @@ func TestServerRestart(t *testing.T) {
 		waitUntilWaiting(t, b, waiter)
 		b.closeObserver()
 
-		restartServer(t, b)
+		restart()
 
 		select {
 		case r := <-done:
@@ -65,6 +63,50 @@ func TestServerRestart(t *testing.T) {
 		mustAcquire(t, fresh, dlock.Timeout(10*time.Second))
 		b.wantHeldBy(t, fresh, b.sessionOf(t, fresh))
 	})
+}
+
+// restartCmd names, per dialect, the variable that holds a shell command
+// restarting the server its DSN variable names (a CI job sets it to
+// `docker restart <service container>`).
+var restartCmd = map[string]string{
+	dialectMySQL:    "DLOCK_TEST_MYSQL_RESTART",
+	dialectPostgres: "DLOCK_TEST_POSTGRES_RESTART",
+}
+
+// restarter returns the way to restart b's server: the command in its
+// restart variable, or, for the default local servers, stopping and
+// starting them as root. When there is none it skips the test, or fails it
+// under CI or DLOCK_TEST_REQUIRE_DB (make stress asked for it).
+func restarter(t *testing.T, b *testDB) func() {
+	t.Helper()
+	if cmd := os.Getenv(restartCmd[b.Dialect]); cmd != "" {
+		return func() {
+			t.Helper()
+			if out, err := exec.Command("sh", "-c", cmd).CombinedOutput(); err != nil {
+				t.Fatalf("%s (%s): %v\n%s", restartCmd[b.Dialect], cmd, err, out)
+			}
+			waitRestarted(t, b)
+		}
+	}
+	dsnVar := map[string]string{dialectMySQL: envMySQL, dialectPostgres: envPostgres}[b.Dialect]
+	switch {
+	case os.Getenv(dsnVar) != "":
+		gateMissing(t, "make stress", "%s names the server and %s does not say how to restart it", dsnVar, restartCmd[b.Dialect])
+	case os.Geteuid() != 0:
+		gateMissing(t, "make stress", "restarting the local server needs root (sudo make stress)")
+	case b.Dialect == dialectMySQL:
+		if _, err := exec.LookPath("mysqladmin"); err != nil {
+			gateMissing(t, "make stress", "restarting the local MariaDB needs mysqladmin")
+		}
+	default:
+		if versions, _ := filepath.Glob("/etc/postgresql/*"); len(versions) == 0 {
+			gateMissing(t, "make stress", "no /etc/postgresql cluster to restart")
+		}
+	}
+	return func() {
+		t.Helper()
+		restartServer(t, b)
+	}
 }
 
 // restartServer stops and starts the local server of b and waits until it
@@ -91,11 +133,14 @@ func restartServer(t *testing.T, b *testDB) {
 		run("start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd")
 	} else {
 		versions, _ := filepath.Glob("/etc/postgresql/*")
-		if len(versions) == 0 {
-			t.Skip("no /etc/postgresql cluster to restart")
-		}
 		run("pg_ctlcluster", "--skip-systemctl-redirect", filepath.Base(versions[0]), "main", "restart", "-m", "fast")
 	}
+	waitRestarted(t, b)
+}
+
+// waitRestarted waits until b's server answers again, for up to 60 s.
+func waitRestarted(t *testing.T, b *testDB) {
+	t.Helper()
 	raw := b.Raw(t)
 	deadline := time.Now().Add(60 * time.Second)
 	for {

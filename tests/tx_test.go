@@ -85,6 +85,11 @@ func TestWaitInsideTransaction(t *testing.T) {
 func sessionSettings(t testing.TB, b *testDB, tx *gorm.DB) string {
 	t.Helper()
 	q := "SELECT CONCAT(@@session.max_statement_time, '/', @@session.lock_wait_timeout)"
+	if b.Dialect == dialectMySQL && !b.isMariaDB() {
+		// MySQL has no max_statement_time; its statement limit is
+		// max_execution_time (ms, SELECTs only).
+		q = "SELECT CONCAT(@@session.max_execution_time, '/', @@session.lock_wait_timeout)"
+	}
 	if b.Dialect == dialectPostgres {
 		q = "SELECT current_setting('lock_timeout') || '/' || current_setting('statement_timeout')"
 	}
@@ -102,6 +107,9 @@ func TestSessionSettingsUnchanged(t *testing.T) {
 		db := b.openLocked(t, dlock.Plugin{})
 		tx, _ := pin(t, db)
 		set := "SET SESSION max_statement_time = 0.5"
+		if b.Dialect == dialectMySQL && !b.isMariaDB() {
+			set = "SET SESSION max_execution_time = 500"
+		}
 		if b.Dialect == dialectPostgres {
 			set = "SET lock_timeout = '700ms'"
 		}

@@ -219,6 +219,17 @@ func TestPgBouncerTransactionPoolingRefused(t *testing.T) {
 				"transaction pooling", "session pooling")
 		})
 	}
+	// Statement pooling hands out a server session per statement: refused
+	// the same way (the README's transaction/statement row).
+	t.Run("statement pooling", func(t *testing.T) {
+		sb := bouncer(t, "statement")
+		db := openPg(t, sb.DSN("default_query_exec_mode=simple_protocol"))
+		err := db.Use(dlock.Plugin{})
+		if err == nil {
+			t.Fatalf("db.Use = nil through statement pooling")
+		}
+		refused(t, "db.Use(dlock.Plugin{})", err, []error{dlock.ErrUnsupportedDialect}, "session pooling")
+	})
 	// A pool of one session is checked on two for a moment.
 	t.Run("MaxOpenConns 1", func(t *testing.T) {
 		db := openPg(t, b.DSN("default_query_exec_mode=exec"))
@@ -494,12 +505,12 @@ func TestPgBouncerSwitchedToTransactionPooling(t *testing.T) {
 			t.Fatalf("SELECT 1: %v", err)
 		}
 	}
+	// The second session's try lands on the holder's backend, pid1, where
+	// pg_try_advisory_lock succeeds: dlock must see the other backend and
+	// refuse, not answer true, and not (false, nil) as if it were busy.
 	ok, err := l2.Acquire(context.Background(), dlock.NoWait())
-	if ok {
-		t.Fatalf("second session Acquire() = true, %v while backend %d holds %q", err, pid1, key)
-	}
-	if err != nil && !errors.Is(err, dlock.ErrLockLost) {
-		t.Fatalf("second session Acquire() = %v, want false and ErrLockLost (or nil)", err)
+	if ok || !errors.Is(err, dlock.ErrLockLost) {
+		t.Fatalf("second session Acquire() on another backend = %v, %v; want false, ErrLockLost (backend %d holds %q)", ok, err, pid1, key)
 	}
 	t.Logf("second session Acquire() = %v, %v", ok, err)
 	if got := pgHolders(t, obs, l1.DBKey().(int64), true); len(got) != 1 || got[0] != pid1 {
