@@ -83,6 +83,25 @@ func (r *recorder) take() []string {
 	return ev
 }
 
+// heldOf returns the "held" attribute of the last record with this message.
+func (r *recorder) heldOf(msg string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var held time.Duration
+	for i := range r.records {
+		if r.records[i].Message != msg {
+			continue
+		}
+		r.records[i].Attrs(func(a slog.Attr) bool {
+			if a.Key == "held" {
+				held = a.Value.Duration()
+			}
+			return true
+		})
+	}
+	return held
+}
+
 // logged reports whether a record with this message was logged at level.
 func (r *recorder) logged(level slog.Level, msg string) bool {
 	r.mu.Lock()
@@ -140,6 +159,7 @@ func TestObserverAndLogger(t *testing.T) {
 
 		// A loss while fn runs: Lost, a Warn record, WithLock brackets.
 		err := dlock.WithLock(ctx, db, key, func(tx *gorm.DB) error {
+			time.Sleep(150 * time.Millisecond) // a hold of some length
 			b.Kill(t, b.sessionOfTx(t, tx))
 			<-tx.Statement.Context.Done()
 			return nil
@@ -155,6 +175,9 @@ func TestObserverAndLogger(t *testing.T) {
 				t.Fatalf("no Warn record of the lost lock")
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+		if held := rec.heldOf("dlock: lock lost"); held < 100*time.Millisecond {
+			t.Errorf("the Warn record of the lost lock says held=%v, want the hold's duration (at least 100ms)", held)
 		}
 		got := strings.Join(rec.take(), ",")
 		if want, alt := "withlock,start,end granted,lost,withlock-end", "withlock,start,end granted,withlock-end,lost"; got != want && got != alt {
