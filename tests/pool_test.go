@@ -37,7 +37,7 @@ func TestHungReleaseEndsSession(t *testing.T) {
 		if !errors.Is(err, dlock.ErrLockLost) {
 			t.Fatalf("Release() = %v, want ErrLockLost", err)
 		}
-		within(t, "Release() of a hung session with ReleaseTimeout 300ms", time.Since(start), 300*time.Millisecond+promptly, "past ReleaseTimeout the session is ended: one statement on a control connection")
+		within(t, "Release() of a hung session with ReleaseTimeout 300ms", time.Since(start), 300*time.Millisecond+cutSlack, "past ReleaseTimeout the session is ended: ReleaseTimeout + ~1 s")
 		if l.Acquired() {
 			t.Fatalf("Acquired() = true after a failed release")
 		}
