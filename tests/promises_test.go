@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -369,6 +370,13 @@ func TestErrorTexts(t *testing.T) {
 			msg := err.Error()
 			if len(msg) > 200 || strings.Contains(msg, "\n") {
 				t.Fatalf("WithLock(busy) error is %d characters (newline: %v): %q...", len(msg), strings.Contains(msg, "\n"), msg[:120])
+			}
+			if s, ok := key.(string); ok {
+				// The key is cut to about 64 characters, with its length.
+				cut := strconv.Quote(s[:60]) + "... (" + strconv.Itoa(len(s)) + " characters)"
+				if !strings.Contains(msg, cut) {
+					t.Fatalf("WithLock(busy) = %q; want the key cut to %s", msg, cut)
+				}
 			}
 			if _, ok := key.([]byte); ok && !strings.Contains(msg, `"\xff\xfek`) {
 				t.Fatalf("WithLock(busy) = %q; want the []byte key quoted", msg)
