@@ -12,11 +12,14 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gormdlock/dlock"
+	"github.com/jackc/pgx/v5"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -340,6 +343,46 @@ func TestPgBouncerSessionPooling(t *testing.T) {
 		}
 	})
 
+	// The cancel goes to the pid dlock read from the server and checks on
+	// every statement, never to the one pgx reports (PgBouncer's cancel
+	// key, which may name another client's backend on the server).
+	t.Run("cancel targets the verified pid", func(t *testing.T) {
+		rec := &sessionIDs{}
+		db := openPg(t, b.DSN(""))
+		if err := db.Use(dlock.Plugin{Observer: rec}); err != nil {
+			t.Fatalf("db.Use = %v", err)
+		}
+		key := uniqueKey(t)
+		txH, _ := pin(t, db)
+		holder := newLock(t, txH, key)
+		if ok, err := holder.Acquire(context.Background()); !ok || err != nil {
+			t.Fatalf("holder Acquire() = %v, %v", ok, err)
+		}
+		tx, conn := pin(t, db)
+		real, reported := backendPID(t, conn), driverPID(t, conn)
+		if real == reported {
+			t.Fatalf("pgx reports pid %d, the backend's own: PgBouncer should hand out its own cancel key", reported)
+		}
+		waiter := newLock(t, tx, key)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := waiter.Acquire(ctx)
+			done <- err
+		}()
+		waitWaiting(t, obs, waiter.DBKey().(int64))
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) || errors.Is(err, dlock.ErrLockLost) {
+			t.Fatalf("cancelled Acquire() = %v, want Canceled and the session kept", err)
+		}
+		if got := rec.ended(); len(got) != 2 || got[1] != real {
+			t.Fatalf("session ids of the acquires = %v, want [_ %d] (the backend's pid; pgx reports %d)", got, real, reported)
+		}
+		if err := holder.Release(context.Background()); err != nil {
+			t.Fatalf("holder Release() = %v", err)
+		}
+	})
+
 	// The release bound ends the session's backend, found by its real pid
 	// (v0.1 sent pg_terminate_backend to PgBouncer's cancel key: Release
 	// returned, and the lock was freed, only when the blocking statement
@@ -517,3 +560,52 @@ func TestPgBouncerSwitchedToTransactionPooling(t *testing.T) {
 		t.Fatalf("holders %v, want [%d]", got, pid1)
 	}
 }
+
+// driverPID returns the pid pgx learnt at connect time (behind PgBouncer,
+// the pooler's cancel key).
+func driverPID(t *testing.T, conn *sql.Conn) int64 {
+	t.Helper()
+	var pid int64
+	err := conn.Raw(func(dc any) error {
+		c, ok := dc.(interface{ Conn() *pgx.Conn })
+		if !ok {
+			return fmt.Errorf("driver connection %T is not pgx's", dc)
+		}
+		pid = int64(c.Conn().PgConn().PID())
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("conn.Raw: %v", err)
+	}
+	return pid
+}
+
+// sessionIDs is an Observer that records the SessionID of each acquire
+// that ended, in order.
+type sessionIDs struct {
+	mu  sync.Mutex
+	ids []int64
+}
+
+func (r *sessionIDs) ended() []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int64(nil), r.ids...)
+}
+
+func (r *sessionIDs) AcquireStart(ctx context.Context, _ dlock.AcquireEvent) context.Context {
+	return ctx
+}
+
+func (r *sessionIDs) AcquireEnd(_ context.Context, e dlock.AcquireEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ids = append(r.ids, e.SessionID)
+}
+
+func (r *sessionIDs) Released(context.Context, dlock.ReleaseEvent) {}
+func (r *sessionIDs) Lost(dlock.ReleaseEvent)                      {}
+func (r *sessionIDs) WithLockStart(ctx context.Context, _ any) context.Context {
+	return ctx
+}
+func (r *sessionIDs) WithLockEnd(context.Context, error) {}
