@@ -310,10 +310,11 @@ func mysqlTopologyError(vars map[string]string) error {
 		return fmt.Errorf("%w: a Group Replication member in multi-primary mode (@@group_replication_single_primary_mode = OFF, group %s): certification ignores named locks, so GET_LOCK on one member excludes nobody on the others; use single-primary mode and connect to the primary, or a server outside the group for locks", ErrUnsupportedDialect, name)
 	case mysqlOn(vars, "innodb_read_only"):
 		return fmt.Errorf("%w: @@innodb_read_only = ON, an Aurora MySQL reader (or a server started read-only), whose GET_LOCK is local to it and excludes nobody on the writer; connect to the writer (the cluster endpoint)", ErrUnsupportedDialect)
-	case mysqlOn(vars, "read_only"):
-		return fmt.Errorf("%w: a read-only server (@@read_only = ON), a replica whose GET_LOCK excludes nobody on the primary; connect to the primary", ErrUnsupportedDialect)
+	// MySQL turns read_only on with super_read_only: name the stronger.
 	case mysqlOn(vars, "super_read_only"):
 		return fmt.Errorf("%w: a read-only server (@@super_read_only = ON), a replica whose GET_LOCK excludes nobody on the primary; connect to the primary", ErrUnsupportedDialect)
+	case mysqlOn(vars, "read_only"):
+		return fmt.Errorf("%w: a read-only server (@@read_only = ON), a replica whose GET_LOCK excludes nobody on the primary; connect to the primary", ErrUnsupportedDialect)
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ func TestMySQLTopologyError(t *testing.T) {
 		{"MariaDB replica", map[string]string{"read_only": "ON", "wsrep_on": "OFF"}, []string{"@@read_only = ON"}},
 		{"MariaDB 11 read_only NO_LOCK", map[string]string{"read_only": "NO_LOCK"}, []string{"@@read_only = ON"}},
 		{"MySQL replica", map[string]string{"read_only": "ON", "super_read_only": "OFF"}, []string{"@@read_only = ON"}},
-		{"MySQL super_read_only", map[string]string{"read_only": "OFF", "super_read_only": "ON"}, []string{"@@super_read_only = ON"}},
+		{"MySQL super_read_only", map[string]string{"read_only": "ON", "super_read_only": "ON"}, []string{"@@super_read_only = ON"}},
 		{"Aurora MySQL reader", map[string]string{"read_only": "OFF", "super_read_only": "OFF", "innodb_read_only": "ON"}, []string{"@@innodb_read_only = ON", "Aurora MySQL reader", "writer"}},
 		{"Aurora MySQL writer", map[string]string{"read_only": "OFF", "super_read_only": "OFF", "innodb_read_only": "OFF"}, nil},
 		{"Group Replication single-primary primary", map[string]string{
@@ -57,7 +57,7 @@ func TestMySQLTopologyError(t *testing.T) {
 		{"Group Replication single-primary secondary", map[string]string{
 			"read_only": "ON", "super_read_only": "ON", "group_replication_single_primary_mode": "ON",
 			"group_replication_group_name": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
-		}, []string{"@@read_only = ON"}},
+		}, []string{"@@super_read_only = ON"}},
 		{"Group Replication multi-primary", map[string]string{
 			"read_only": "OFF", "super_read_only": "OFF", "group_replication_single_primary_mode": "OFF",
 			"group_replication_group_name": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",

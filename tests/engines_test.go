@@ -234,3 +234,54 @@ func TestGroupReplicationMultiPrimaryRefused(t *testing.T) {
 	t.Logf("db.Use with @@group_replication_single_primary_mode = %s: %v", mode, err)
 	wantRefused(t, "db.Use(dlock.Plugin{}) on a multi-primary Group Replication member", err, "Group Replication member in multi-primary mode")
 }
+
+// A MySQL server with @@super_read_only = ON (a replica, or an Aurora
+// reader's MySQL side) grants GET_LOCK locally, excluding nobody on the
+// primary: db.Use must refuse it, and the same server once writable must
+// lock. DLOCK_TEST_MYSQL_SUPER_READ_ONLY_DSN names a MySQL 8 server that
+// this test may switch super_read_only on and off (the CI job "engines"
+// starts one of its own), skipped otherwise: MariaDB has no
+// super_read_only, and the shared servers' settings are not the tests' to
+// change.
+func TestMySQLSuperReadOnlyRefused(t *testing.T) {
+	dsn := os.Getenv("DLOCK_TEST_MYSQL_SUPER_READ_ONLY_DSN")
+	if dsn == "" {
+		t.Skip("set DLOCK_TEST_MYSQL_SUPER_READ_ONLY_DSN to run against a MySQL 8 server the test may make super_read_only")
+	}
+	ctx := context.Background()
+	_, raw := openEngine(t, dialectMySQL, dsn, "MySQL")
+	setGlobal := func(on bool) {
+		t.Helper()
+		v := "OFF"
+		if on {
+			v = "ON"
+		}
+		if _, err := raw.ExecContext(ctx, "SET GLOBAL super_read_only = "+v); err != nil {
+			t.Fatalf("SET GLOBAL super_read_only = %s: %v", v, err)
+		}
+	}
+	setGlobal(true)
+	t.Cleanup(func() { _, _ = raw.ExecContext(ctx, "SET GLOBAL super_read_only = OFF") })
+
+	db, _ := openEngine(t, dialectMySQL, dsn, "MySQL")
+	var got int64
+	holder, _ := twoSessions(t, raw)
+	if err := holder.QueryRowContext(ctx, "SELECT GET_LOCK('dlock-super-read-only-probe', 0)").Scan(&got); err != nil {
+		t.Fatalf("GET_LOCK on a super_read_only server: %v", err)
+	}
+	_, _ = holder.ExecContext(ctx, "SELECT RELEASE_LOCK('dlock-super-read-only-probe')")
+	t.Logf("GET_LOCK on a super_read_only server = %d (granted locally)", got)
+	err := db.Use(dlock.Plugin{})
+	t.Logf("db.Use with @@super_read_only = ON: %v", err)
+	wantRefused(t, "db.Use(dlock.Plugin{}) on a super_read_only server", err, "@@super_read_only = ON")
+
+	setGlobal(false)
+	db, _ = openEngine(t, dialectMySQL, dsn, "MySQL")
+	if err := db.Use(dlock.Plugin{}); err != nil {
+		t.Fatalf("db.Use(dlock.Plugin{}) once writable = %v, want nil", err)
+	}
+	err = dlock.WithLock(ctx, db, "dlock-super-read-only", func(*gorm.DB) error { return nil }, dlock.NoWait())
+	if err != nil {
+		t.Fatalf("WithLock once writable = %v, want nil", err)
+	}
+}
