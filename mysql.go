@@ -330,18 +330,6 @@ func (*mysqlBackend) terminate(ctx context.Context, pool *sql.DB, id int64) erro
 	return err
 }
 
-// MySQL and MariaDB error numbers dlock gives a meaning to.
-const (
-	erLockDeadlock         = 1213 // MariaDB: deadlock found when trying to get lock
-	erQueryInterrupted     = 1317 // query execution was interrupted
-	erUserLockDeadlock     = 3058 // MySQL: deadlock found when trying to get user-level lock
-	erStatementTimeout     = 1969 // MariaDB: max_statement_time exceeded
-	erQueryTimeout         = 3024 // MySQL: max_execution_time exceeded
-	erServerShutdown       = 1053 // server shutdown in progress
-	erConnectionKilled     = 1927 // MariaDB: connection was killed
-	erClientInteractionTmo = 4031 // MySQL: disconnected by the server for inactivity
-)
-
 func (*mysqlBackend) classify(err error) failure {
 	switch {
 	case errors.Is(err, errInterrupted):
