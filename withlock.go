@@ -261,15 +261,6 @@ func pinSession(ctx context.Context, db *gorm.DB, reg registration, by deadline)
 	return nil, nil, false, fmt.Errorf("%w: no session from the pool: %w", ErrNotAcquired, err)
 }
 
-// quiet returns ctx without its cancellation, for the statements that
-// must run when ctx has ended: releases.
-func quiet(ctx context.Context) context.Context {
-	if ctx.Done() == nil {
-		return ctx
-	}
-	return context.WithoutCancel(ctx)
-}
-
 // runThen runs fn, then cleanup, even if fn panics or exits the
 // goroutine, and returns both errors joined. A panic is re-raised after
 // the cleanup.
