@@ -108,3 +108,7 @@ const (
 // errInterrupted is returned by a backend's lock when the server answered
 // without a verdict (MySQL's NULL from GET_LOCK): the wait was killed.
 var errInterrupted = errors.New("dlock: lock statement interrupted")
+
+// errSessionMoved is part of the error of a statement that ran on another
+// backend than the session's.
+var errSessionMoved = errors.New("dlock: the session moved to another backend")

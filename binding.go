@@ -195,6 +195,15 @@ func (b *binding) driverBoundCtx(ctx context.Context) (context.Context, context.
 	return context.WithTimeout(context.WithoutCancel(ctx), b.statementBound(ctx))
 }
 
+// quiet returns ctx without its cancellation, for the statements that
+// must run when ctx has ended: releases.
+func quiet(ctx context.Context) context.Context {
+	if ctx.Done() == nil {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
+}
+
 // boundedLocked runs fn, one bounded statement sequence on the session, with ctx's
 // values but not its cancellation, bounded by statementBound.
 //

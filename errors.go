@@ -72,6 +72,18 @@ var (
 	errPinReused    = fmt.Errorf("%w: its session went back to the pool while the lock was held, and dlock released the lock when it next used that session: %w", ErrLeaked, ErrLockLost)
 )
 
+// MySQL and MariaDB error numbers dlock gives a meaning to.
+const (
+	erLockDeadlock         = 1213 // MariaDB: deadlock found when trying to get lock
+	erQueryInterrupted     = 1317 // query execution was interrupted
+	erUserLockDeadlock     = 3058 // MySQL: deadlock found when trying to get user-level lock
+	erStatementTimeout     = 1969 // MariaDB: max_statement_time exceeded
+	erQueryTimeout         = 3024 // MySQL: max_execution_time exceeded
+	erServerShutdown       = 1053 // server shutdown in progress
+	erConnectionKilled     = 1927 // MariaDB: connection was killed
+	erClientInteractionTmo = 4031 // MySQL: disconnected by the server for inactivity
+)
+
 // lostCause is the loss an error that ended the session means, naming
 // what ended it where the server said so: terminated (PostgreSQL 57P01,
 // MySQL 1053/1927 killed or shut down), or reaped by an idle timeout

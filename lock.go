@@ -307,6 +307,18 @@ func (l *Lock) markLost(why error) {
 	lost.report()
 }
 
+// sessionFailedLocked settles an error that ends the session for l (see
+// binding.failedLocked); a Lock whose session went back to the pool is
+// marked so. It returns the error to report, or nil when err is about the
+// statement alone.
+func (l *Lock) sessionFailedLocked(err error) error {
+	why := l.bind.failedLocked(err)
+	if errors.Is(why, errPinClosed) {
+		l.markLost(why)
+	}
+	return why
+}
+
 // lostByCheck is markLost from the monitor, for hold generation gen
 // only. It signals the loss (Done, fn's context) and returns the report
 // for the monitor to make once every lost hold of its round is signalled.

@@ -152,6 +152,76 @@ func (b *mysqlBackend) lock(ctx context.Context, t target, k any, _ options, bd 
 	return r.Int64 == 1, nil
 }
 
+// mysqlCheckGrant compares at, the CONNECTION_ID() a lock statement ran
+// on, with t.check, the id dlock read for the session (none: no check). On
+// another server session
+// (a proxy that multiplexes sessions, or one reconfigured after db.Use), a
+// grant is undone there, as far as the statements that follow reach it,
+// and the session is reported lost: an error matching ErrLockLost and
+// ErrUnsupportedDialect, which the caller reports with ErrNotAcquired.
+func mysqlCheckGrant(ctx context.Context, t target, lit string, granted bool, at int64) error {
+	id := t.check
+	if id == 0 || id == at {
+		return nil
+	}
+	e := &mysqlMovedError{id: id, at: at, granted: granted}
+	if granted {
+		e.undone = mysqlUndoOn(ctx, t.q, lit, at)
+	}
+	return e
+}
+
+// mysqlUndoTries bounds the statements that try to reach the server
+// session of a stray grant.
+const mysqlUndoTries = 3
+
+// mysqlUndoOn releases the lock lit on server session at, by a statement
+// that releases only there (RELEASE_LOCK on any other session could free
+// another client's hold of the same name), sent until it lands there or
+// mysqlUndoTries have landed elsewhere. A proxy that pins a client after
+// its GET_LOCK, as ProxySQL does, sends the first one there.
+func mysqlUndoOn(ctx context.Context, q querier, lit string, at int64) bool {
+	id := strconv.FormatInt(at, 10)
+	stmt := "SELECT IF(CONNECTION_ID() = " + id + ", RELEASE_LOCK(" + lit + "), NULL), CONNECTION_ID()"
+	for range mysqlUndoTries {
+		var (
+			released sql.NullInt64
+			on       int64
+		)
+		if err := q.QueryRowContext(ctx, stmt).Scan(&released, &on); err != nil {
+			return false
+		}
+		if on == at {
+			return released.Valid && released.Int64 == 1
+		}
+	}
+	return false
+}
+
+// mysqlMovedError is a MySQL lock statement that ran on server session
+// at instead of the session's own id.
+type mysqlMovedError struct {
+	id, at          int64
+	granted, undone bool
+}
+
+func (e *mysqlMovedError) Error() string {
+	var grant string
+	switch {
+	case e.undone:
+		grant = "; the lock it granted there was released there"
+	case e.granted:
+		grant = "; the lock it granted there could not be released there, and stays held until that server session ends"
+	}
+	return fmt.Sprintf("%s: the lock statement ran on server session %d, not on the session's own %d, as behind a proxy that multiplexes sessions%s; the session is discarded; connect to the server directly, or give each client its own server session", ErrUnsupportedDialect, e.at, e.id, grant)
+}
+
+// Is matches ErrUnsupportedDialect, ErrLockLost (the session is
+// discarded, with every hold on it) and errSessionMoved.
+func (e *mysqlMovedError) Is(target error) bool {
+	return target == ErrUnsupportedDialect || target == ErrLockLost || target == errSessionMoved
+}
+
 func (*mysqlBackend) unlock(ctx context.Context, t target, k any, _ options) (bool, error) {
 	var r sql.NullInt64
 	err := t.q.QueryRowContext(ctx, k.(*mysqlStmts).release).Scan(&r)
@@ -259,18 +329,6 @@ func (*mysqlBackend) terminate(ctx context.Context, pool *sql.DB, id int64) erro
 	_, err := pool.ExecContext(ctx, "KILL CONNECTION "+strconv.FormatInt(id, 10))
 	return err
 }
-
-// MySQL and MariaDB error numbers dlock gives a meaning to.
-const (
-	erLockDeadlock         = 1213 // MariaDB: deadlock found when trying to get lock
-	erQueryInterrupted     = 1317 // query execution was interrupted
-	erUserLockDeadlock     = 3058 // MySQL: deadlock found when trying to get user-level lock
-	erStatementTimeout     = 1969 // MariaDB: max_statement_time exceeded
-	erQueryTimeout         = 3024 // MySQL: max_execution_time exceeded
-	erServerShutdown       = 1053 // server shutdown in progress
-	erConnectionKilled     = 1927 // MariaDB: connection was killed
-	erClientInteractionTmo = 4031 // MySQL: disconnected by the server for inactivity
-)
 
 func (*mysqlBackend) classify(err error) failure {
 	switch {

@@ -137,3 +137,25 @@ func TestMySQLNameLimit(t *testing.T) {
 		}
 	}
 }
+
+// A MySQL lock statement on another server session is a lost session
+// (discarded) and a refusal, and its error names both server sessions.
+func TestMySQLMovedError(t *testing.T) {
+	for _, tt := range []struct {
+		err  *mysqlMovedError
+		want string
+	}{
+		{&mysqlMovedError{id: 11, at: 12, granted: true, undone: true}, "was released there"},
+		{&mysqlMovedError{id: 11, at: 12, granted: true}, "could not be released there"},
+		{&mysqlMovedError{id: 11, at: 12}, "session is discarded"},
+	} {
+		err := error(tt.err)
+		wantRefusal(t, "mysqlMovedError", err, "ran on server session 12, not on the session's own 11", tt.want)
+		if !errors.Is(err, ErrLockLost) || (&mysqlBackend{}).classify(err) != failLost {
+			t.Errorf("%q: want ErrLockLost, classified lost (got %v)", err, (&mysqlBackend{}).classify(err))
+		}
+		if !tt.err.granted && strings.Contains(err.Error(), "released") {
+			t.Errorf("%q speaks of a release with no grant", err)
+		}
+	}
+}

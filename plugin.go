@@ -1,14 +1,8 @@
 package dlock
 
 import (
-	"context"
-	"database/sql"
-	"fmt"
 	"log/slog"
-	"strings"
 	"time"
-
-	"gorm.io/gorm"
 )
 
 // pluginName is the key of the Plugin in gorm.Config.Plugins.
@@ -91,66 +85,6 @@ type Plugin struct {
 // Name returns "gorm:dlock".
 func (Plugin) Name() string { return pluginName }
 
-// Initialize is called by db.Use. It asks the server its version, and
-// checks the topology once (see the README's supported topologies): on
-// PostgreSQL it refuses CockroachDB, YugabyteDB and Citus workers, and
-// compares two sessions pinned at once, to refuse a pooler in transaction
-// pooling and to learn whether the driver's session id is the backend's
-// pid; on MySQL and MariaDB it refuses TiDB, Vitess, Galera nodes, Group
-// Replication multi-primary members, Aurora readers and read-only
-// servers, and compares the CONNECTION_ID() of two sessions pinned at
-// once, to refuse a proxy that multiplexes sessions. When
-// gorm.io/plugin/dbresolver is registered already, it adds callbacks that
-// keep the statements of a pinned session on it (see keptconn.go). Its
-// statements run with db's context; it leaves db unchanged when it fails.
-func (p Plugin) Initialize(db *gorm.DB) error {
-	if p.ReleaseTimeout < 0 {
-		return fmt.Errorf("%w: Plugin.ReleaseTimeout is negative", ErrInvalidOption)
-	}
-	name := db.Dialector.Name()
-	if name != "mysql" && name != "postgres" {
-		return fmt.Errorf("%w: %q", ErrUnsupportedDialect, name)
-	}
-	pool, err := poolOf(db.Config)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	if db.Statement != nil && db.Statement.Context != nil {
-		ctx = db.Statement.Context
-	}
-	var version string
-	if err := pool.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
-		return fmt.Errorf("dlock: asking the server version: %w", err)
-	}
-	s := &server{version: version}
-	switch name {
-	case "mysql":
-		if err := mysqlCheckServer(ctx, pool, version); err != nil {
-			return err
-		}
-		if err := mysqlCheckPool(ctx, pool); err != nil {
-			return err
-		}
-		s.backend = &mysqlBackend{mariadb: strings.Contains(version, "MariaDB")}
-	case "postgres":
-		if err := pgCheckServer(ctx, pool, version); err != nil {
-			return err
-		}
-		if s.pooler, err = pgCheckPool(ctx, pool); err != nil {
-			return err
-		}
-		s.backend = pgBackend{}
-	}
-	if err := registerKeepSession(db); err != nil {
-		return err
-	}
-	cfg := p.withDefaults()
-	s.monitor = newMonitor(pool, s.backend, cfg)
-	servers.store(pool, s)
-	return nil
-}
-
 // withDefaults returns p with its zero fields set to their defaults.
 func (p Plugin) withDefaults() Plugin {
 	if p.ReleaseTimeout == 0 {
@@ -163,65 +97,4 @@ func (p Plugin) withDefaults() Plugin {
 		p.ServerKeepalive = defaultServerKeepalive
 	}
 	return p
-}
-
-// server is what Initialize learned about the database behind one pool.
-type server struct {
-	backend backend
-	version string
-	// pooler: the driver's session id is not the server's (PgBouncer's
-	// cancel key instead of the backend pid), so the id is asked for.
-	pooler  bool
-	monitor *monitor
-}
-
-// servers maps a *sql.DB to what Initialize learned about its server.
-var servers weakMap[sql.DB, *server]
-
-// poolOf returns the *sql.DB behind a GORM config: the pool itself, or
-// the one a prepared-statement pool wraps.
-func poolOf(cfg *gorm.Config) (*sql.DB, error) {
-	switch p := cfg.ConnPool.(type) {
-	case *sql.DB:
-		return p, nil
-	case gorm.GetDBConnector:
-		if db, err := p.GetDBConn(); err != nil || db != nil {
-			return db, err
-		}
-	}
-	return nil, fmt.Errorf("%w: connection pool %T is not a *sql.DB", ErrUnsupportedDialect, cfg.ConnPool)
-}
-
-// registration is what New needs from the registered Plugin.
-type registration struct {
-	cfg    Plugin
-	server *server
-	pool   *sql.DB
-}
-
-// registered finds the Plugin registered on db and the server it detected.
-func registered(db *gorm.DB) (registration, error) {
-	var r registration
-	if db == nil || db.Config == nil {
-		return r, fmt.Errorf("%w: nil *gorm.DB", ErrNotRegistered)
-	}
-	switch p := db.Config.Plugins[pluginName].(type) {
-	case Plugin:
-		r.cfg = p
-	case *Plugin:
-		r.cfg = *p
-	default:
-		return r, ErrNotRegistered
-	}
-	pool, err := poolOf(db.Config)
-	if err != nil {
-		return r, err
-	}
-	s, ok := servers.load(pool)
-	if !ok {
-		return r, fmt.Errorf("%w: the connection pool changed after db.Use", ErrNotRegistered)
-	}
-	r.server, r.pool = s, pool
-	r.cfg = r.cfg.withDefaults()
-	return r, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -152,6 +153,31 @@ func (pgBackend) lock(ctx context.Context, t target, k any, o options, b waitBou
 	return err == nil, err
 }
 
+// pgMovedError reports a session found on backend at instead of pid.
+func pgMovedError(pid, at int64) error {
+	return fmt.Errorf("%w: %w (from %d to %d), as under transaction pooling; nothing on it is trusted", ErrLockLost, errSessionMoved, pid, at)
+}
+
+// pgTryOnBackend is the one-try lock statement on a session whose backend
+// pid is pid. A grant on another backend is undone there, by a release
+// that runs only if the next statement lands on that backend too, and
+// the session is reported lost.
+func pgTryOnBackend(ctx context.Context, q querier, key any, o options, pid int64) (bool, error) {
+	var (
+		ok bool
+		at int64
+	)
+	err := q.QueryRowContext(ctx, pgStmt(o).tryPID, key).Scan(&ok, &at)
+	if err != nil || at == pid {
+		return ok, err
+	}
+	if ok && !o.xact {
+		var void sql.NullBool
+		_ = q.QueryRowContext(ctx, pgStmt(o).undo, key, at).Scan(&void)
+	}
+	return false, pgMovedError(pid, at)
+}
+
 // pgMillis formats a wait for lock_timeout.
 func pgMillis(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 
@@ -244,11 +270,30 @@ func (pgBackend) unlock(ctx context.Context, t target, k any, o options) (bool, 
 	return ok, err
 }
 
+// pgUnlockOnBackend releases key only if the statement runs on backend
+// pid, so that it never releases a hold of another client's session.
+func pgUnlockOnBackend(ctx context.Context, q querier, key any, o options, pid int64) (bool, error) {
+	var (
+		released sql.NullBool
+		at       int64
+	)
+	err := q.QueryRowContext(ctx, pgStmt(o).unlockPID, key, pid).Scan(&released, &at)
+	if err == nil && at != pid {
+		return false, pgMovedError(pid, at)
+	}
+	return released.Bool, err
+}
+
 // pgHeldSQL finds this session's granted advisory lock on a bigint key:
 // PostgreSQL shows it as classid = high 32 bits, objid = low 32 bits,
 // objsubid = 1.
 const pgHeldSQL = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'" +
 	" AND pid = pg_backend_pid() AND granted AND classid = $1 AND objid = $2 AND objsubid = 1 AND mode = $3)"
+
+// pgHeldPIDSQL is pgHeldSQL for the backend pid $4 instead of the one the
+// statement runs on.
+const pgHeldPIDSQL = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'" +
+	" AND pid = $4 AND granted AND classid = $1 AND objid = $2 AND objsubid = 1 AND mode = $3)"
 
 func (pgBackend) held(ctx context.Context, t target, k any, o options) (bool, error) {
 	q := t.q

@@ -2,6 +2,7 @@ package dlock
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -59,5 +60,41 @@ func TestPgKeepaliveSQL(t *testing.T) {
 		"set_config('tcp_keepalives_count', '2', false), set_config('tcp_user_timeout', '10000', false)"
 	if got != want {
 		t.Fatalf("pgKeepaliveSQL(5s, 2s, 10s) =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// On a session with a verified backend pid, the statements carry the pid
+// back, and a release runs only on that backend.
+func TestPgStatementsOnBackend(t *testing.T) {
+	for _, tt := range []struct {
+		o                       options
+		tryPID, unlockPID, undo string
+	}{
+		{
+			options{},
+			"SELECT pg_try_advisory_lock($1), pg_backend_pid()",
+			"SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock($1) END, pg_backend_pid()",
+			"SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock($1) END",
+		},
+		{
+			options{shared: true},
+			"SELECT pg_try_advisory_lock_shared($1), pg_backend_pid()",
+			"SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock_shared($1) END, pg_backend_pid()",
+			"SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock_shared($1) END",
+		},
+	} {
+		s := pgStmt(tt.o)
+		if s.tryPID != tt.tryPID || s.unlockPID != tt.unlockPID || s.undo != tt.undo {
+			t.Errorf("pgStmt(%+v) = %q, %q, %q; want %q, %q, %q", tt.o, s.tryPID, s.unlockPID, s.undo, tt.tryPID, tt.unlockPID, tt.undo)
+		}
+	}
+}
+
+// A session that moved is lost, and its error names both backends.
+func TestPgMovedError(t *testing.T) {
+	err := pgMovedError(10, 12)
+	if !errors.Is(err, ErrLockLost) || (pgBackend{}).classify(err) != failLost ||
+		!strings.Contains(err.Error(), "from 10 to 12") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("pgMovedError(10, 12) = %q (classify %v), want one line matching ErrLockLost, classified lost", err, (pgBackend{}).classify(err))
 	}
 }

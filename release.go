@@ -160,15 +160,3 @@ func (l *Lock) close(ctx context.Context) error {
 	}
 	return err
 }
-
-// sessionFailedLocked settles an error that ends the session for l (see
-// binding.failedLocked); a Lock whose session went back to the pool is
-// marked so. It returns the error to report, or nil when err is about the
-// statement alone.
-func (l *Lock) sessionFailedLocked(err error) error {
-	why := l.bind.failedLocked(err)
-	if errors.Is(why, errPinClosed) {
-		l.markLost(why)
-	}
-	return why
-}

@@ -235,36 +235,6 @@ func isTransaction(db *gorm.DB) bool {
 	return false
 }
 
-// heldKey is a key that a WithLock holds while its fn runs, kept in fn's
-// context: a call along that context for the same key is a re-entry.
-type heldKey struct {
-	server *server // the pool's
-	dbKey  any
-	parent *heldKey
-	// For the Observer, when no session could be had for the acquire.
-	key  any
-	mode options
-	wait waitMode
-}
-
-type heldCtxKey struct{}
-
-// checkReentry refuses a lock on dbKey when a WithLock along ctx holds it.
-func checkReentry(ctx context.Context, srv *server, dbKey, key any) error {
-	h, _ := ctx.Value(heldCtxKey{}).(*heldKey)
-	for ; h != nil; h = h.parent {
-		if h.server == srv && h.dbKey == dbKey {
-			return reentrant(key, "an enclosing WithLock along ctx holds it")
-		}
-	}
-	return nil
-}
-
-// reentrant is the error of a refused re-entry.
-func reentrant(key any, why string) error {
-	return fmt.Errorf("%w: %w: %s: %s", ErrNotAcquired, ErrReentrant, keyText(key), why)
-}
-
 // pinSession finds the session a call runs on, and the *gorm.DB to derive
 // its tx from: db's own session when db is the tx of a db.Connection;
 // else a new session from the pool, waited for until ctx ends or by,
@@ -289,15 +259,6 @@ func pinSession(ctx context.Context, db *gorm.DB, reg registration, by deadline)
 		return nil, nil, false, fmt.Errorf("%w within %v: no session from the pool", ErrNotAcquired, by.timeout)
 	}
 	return nil, nil, false, fmt.Errorf("%w: no session from the pool: %w", ErrNotAcquired, err)
-}
-
-// quiet returns ctx without its cancellation, for the statements that
-// must run when ctx has ended: releases.
-func quiet(ctx context.Context) context.Context {
-	if ctx.Done() == nil {
-		return ctx
-	}
-	return context.WithoutCancel(ctx)
 }
 
 // runThen runs fn, then cleanup, even if fn panics or exits the
