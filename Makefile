@@ -30,14 +30,15 @@ STATICCHECK_VERSION := v0.8.2
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-.PHONY: all test test-unit test-integration test-cli test-otel topology partition demo vet fmt-check fmt ci examples lint staticcheck stress bench release-check tidy
+.PHONY: all test test-unit test-integration test-cli test-otel test-long topology partition demo vet fmt-check fmt ci examples lint staticcheck stress bench release-check tidy
 
 all: vet fmt-check test
 
 # `make test` runs the four groups below with `go test -json` through
 # tools/testsum, which prints what plain go test prints, then one summary:
 # how many tests ran, how many were skipped, and which target runs each
-# skipped group (make topology, make partition, make stress). A failing
+# skipped group (make test-long, make topology, make partition, make
+# stress); testsum takes the target from the skip message. A failing
 # group does not stop the others. Each group alone (make test-unit, ...)
 # runs plain go test.
 GOTEST ?= $(GO) test
@@ -56,8 +57,20 @@ test:
 test-unit:
 	GOWORK=off $(GOTEST) -race -count=1 ./...
 
+# -parallel 8: the tests that call t.Parallel mostly sleep (idle reapers,
+# a frozen proxy), and each runs its MariaDB and PostgreSQL halves at once.
 test-integration:
-	cd tests && $(GOTEST) -race -count=1 ./...
+	cd tests && $(GOTEST) -race -count=1 -parallel 8 ./...
+
+# The long group of tests/ (long_test.go): tests that wait seconds by
+# design (loss and release bounds against a clock, the elector, heap
+# measurements). `make test` skips them to stay under a minute; about a
+# minute and a half here. TestLongGroupInMakefile checks that LONG_TESTS
+# matches exactly the tests that call needLongRun.
+LONG_TESTS := '^(TestSlowObserverDelaysNoSignal|TestLossToldAsWhatItWas|TestMemoryPerConnection|TestMemoryClosedPool|TestSlowReleaseWithinItsBound|TestNativeWaitNoPolling|TestBusyReturnsFalseNil|TestElectorHandOver|TestElectorResign|TestElectorBackoff|TestElectorBeaconInterrupted|TestElectorPoolExhausted|TestElectorLeaderProcessDies|TestFnContextEndsDuringStatement)$$'
+
+test-long:
+	cd tests && DLOCK_TEST_LONG=1 $(GO) test -race -count=1 -v -run $(LONG_TESTS) ./
 
 # Production topologies (tests/topology): PgBouncer in session and
 # transaction pooling, a PostgreSQL streaming hot standby, a Galera node and

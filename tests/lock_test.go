@@ -38,6 +38,7 @@ func TestTwoSessionsContend(t *testing.T) {
 }
 
 func TestBusyReturnsFalseNil(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		key := b.UniqueKey(t)

@@ -59,6 +59,7 @@ func TestHungReleaseEndsSession(t *testing.T) {
 // dlock keeps one timer per session for these bounds and moves it only
 // lazily, so this is the case where a wrong deadline would show.
 func TestSlowReleaseWithinItsBound(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		const bound = 2 * time.Second
 		db := b.openLocked(t, dlock.Plugin{ReleaseTimeout: bound})

@@ -83,6 +83,7 @@ func TestStraightToTheSession(t *testing.T) {
 // The server does the waiting: during a wait, the waiting session runs
 // one statement, which is never re-sent (no client polling).
 func TestNativeWaitNoPolling(t *testing.T) {
+	needLongRun(t)
 	for _, tc := range []struct {
 		name string
 		opts []dlock.Option
