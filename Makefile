@@ -67,7 +67,7 @@ test-integration:
 # measurements). `make test` skips them to stay under a minute; about a
 # minute and a half here. TestLongGroupInMakefile checks that LONG_TESTS
 # matches exactly the tests that call needLongRun.
-LONG_TESTS := '^(TestSlowObserverDelaysNoSignal|TestLossToldAsWhatItWas|TestMemoryPerConnection|TestMemoryClosedPool|TestSlowReleaseWithinItsBound|TestNativeWaitNoPolling|TestBusyReturnsFalseNil|TestElectorHandOver|TestElectorResign|TestElectorBackoff|TestElectorBeaconInterrupted|TestElectorPoolExhausted|TestElectorLeaderProcessDies|TestFnContextEndsDuringStatement)$$'
+LONG_TESTS := '^(TestSlowObserverDelaysNoSignal|TestLossToldAsWhatItWas|TestMemoryPerConnection|TestMemoryClosedPool|TestSlowReleaseWithinItsBound|TestNativeWaitNoPolling|TestBusyReturnsFalseNil|TestElectorHandOver|TestElectorResign|TestElectorBackoff|TestElectorBeaconInterrupted|TestElectorPoolExhausted|TestElectorLeaderProcessDies|TestFnContextEndsDuringStatement|TestCancelWithoutControlConnectionDiscards|TestLossSignalDone)$$'
 
 test-long:
 	cd tests && DLOCK_TEST_LONG=1 $(GO) test -race -count=1 -v -run $(LONG_TESTS) ./
@@ -91,7 +91,7 @@ partition:
 
 # The dlock command against the same databases (same DSN variables).
 test-cli:
-	cd cmd/dlock && $(GOTEST) -race -count=1 ./...
+	cd cmd/dlock && $(GOTEST) -race -count=1 -parallel 8 ./...
 
 # The OpenTelemetry adapter, with the SDK's in-memory exporters, against
 # the same databases (same DSN variables).

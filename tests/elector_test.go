@@ -259,7 +259,7 @@ func TestElectorHandOver(t *testing.T) {
 // A lead error that is not a loss stops Run, which returns it with the
 // lock released.
 func TestElectorLeadError(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		key := b.UniqueKey(t)
 		db := b.openLocked(t, dlock.Plugin{})
 		e, err := dlock.NewElector(db, key)
@@ -282,7 +282,7 @@ func TestElectorLeadError(t *testing.T) {
 
 // A panic in lead releases the lock, then goes on to Run's caller.
 func TestElectorPanic(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		key := b.UniqueKey(t)
 		db := b.openLocked(t, dlock.Plugin{})
 		e, err := dlock.NewElector(db, key)

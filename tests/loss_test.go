@@ -94,6 +94,7 @@ func TestLossSignalDroppedBehindOurBack(t *testing.T) {
 // The explicit form: Lock.Done is closed when the hold is found lost, and
 // Release says so.
 func TestLossSignalDone(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		tx, conn := pin(t, db)

@@ -122,7 +122,8 @@ func TestXactLossTold(t *testing.T) {
 // With a pool that keeps no idle session, the checks still use one control
 // connection while locks are held: no new connection per check round.
 func TestMonitorKeepsItsControlConnection(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	t.Parallel() // distinct keys, no duration measured
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{CheckInterval: 50 * time.Millisecond})
 		sqlDB, _ := db.DB()
 		sqlDB.SetMaxIdleConns(0)
