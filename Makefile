@@ -62,15 +62,19 @@ test-unit:
 test-integration:
 	cd tests && $(GOTEST) -race -count=1 -parallel 8 ./...
 
-# The long group of tests/ (long_test.go): tests that wait seconds by
-# design (loss and release bounds against a clock, the elector, heap
-# measurements). `make test` skips them to stay under a minute; about a
-# minute and a half here. TestLongGroupInMakefile checks that LONG_TESTS
-# matches exactly the tests that call needLongRun.
+# The long group of tests/ (long_test.go) and cmd/dlock: tests that wait
+# seconds by design (loss and release bounds against a clock, the elector,
+# heap measurements, dlock run's busy and lost exits). `make test` skips
+# them to stay under a minute; about a minute and a half here.
+# tests/'s TestLongGroupInMakefile checks that LONG_TESTS and
+# LONG_CLI_TESTS match exactly the tests that begin with needLongRun(t).
 LONG_TESTS := '^(TestSlowObserverDelaysNoSignal|TestLossToldAsWhatItWas|TestMemoryPerConnection|TestMemoryClosedPool|TestSlowReleaseWithinItsBound|TestNativeWaitNoPolling|TestBusyReturnsFalseNil|TestElectorHandOver|TestElectorResign|TestElectorBackoff|TestElectorBeaconInterrupted|TestElectorPoolExhausted|TestElectorLeaderProcessDies|TestFnContextEndsDuringStatement|TestCancelWithoutControlConnectionDiscards|TestLossSignalDone)$$'
+
+LONG_CLI_TESTS := '^(TestRunBusy|TestRunLost|TestRunLostKillAfter)$$'
 
 test-long:
 	cd tests && DLOCK_TEST_LONG=1 $(GO) test -race -count=1 -v -run $(LONG_TESTS) ./
+	cd cmd/dlock && DLOCK_TEST_LONG=1 $(GO) test -race -count=1 -v -run $(LONG_CLI_TESTS) ./
 
 # Production topologies (tests/topology): PgBouncer in session and
 # transaction pooling, a PostgreSQL streaming hot standby, a Galera node and

@@ -201,6 +201,17 @@ func eachServerOf(t *testing.T, parallel bool, fn func(t *testing.T, s server)) 
 	}
 }
 
+// needLongRun skips the test unless `make test-long` asked for the tests
+// that wait seconds by design (DLOCK_TEST_LONG=1), as in tests/: `make
+// test` skips them to stay under a minute. LONG_CLI_TESTS in the Makefile
+// names them (tests/long_test.go checks it).
+func needLongRun(t *testing.T) {
+	t.Helper()
+	if os.Getenv("DLOCK_TEST_LONG") == "" {
+		t.Skip("waits seconds by design: runs with make test-long (DLOCK_TEST_LONG=1)")
+	}
+}
+
 // required reports whether CI or DLOCK_TEST_REQUIRE_DB asks for the
 // databases ("", "0", "false" and "no" do not).
 func required() bool {

@@ -213,6 +213,7 @@ func TestRunExitStatus(t *testing.T) {
 // TestRunBusy: a busy key exits 75 within -timeout + 1 s, and CMD does
 // not run.
 func TestRunBusy(t *testing.T) {
+	needLongRun(t)
 	eachServer(t, func(t *testing.T, s server) {
 		db := openDB(t, s)
 		key := uniqueKey(t)
@@ -248,6 +249,7 @@ const trapTERM = `trap 'echo TERM > "$DIR/term"; exit 7' TERM; echo started > "$
 // TestRunLost: killing dlock run's session ends CMD within 3 s, by
 // SIGTERM to its group, and dlock run exits 70.
 func TestRunLost(t *testing.T) {
+	needLongRun(t)
 	eachServer(t, func(t *testing.T, s server) {
 		db := openDB(t, s)
 		key := uniqueKey(t)
@@ -274,6 +276,7 @@ func TestRunLost(t *testing.T) {
 // TestRunLostKillAfter: a CMD that ignores SIGTERM gets SIGKILL after
 // -kill-after, and so does the rest of its process group.
 func TestRunLostKillAfter(t *testing.T) {
+	needLongRun(t)
 	t.Parallel() // the built command on keys of its own, no duration measured
 	eachServerParallel(t, func(t *testing.T, s server) {
 		db := openDB(t, s)
