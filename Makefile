@@ -30,14 +30,15 @@ STATICCHECK_VERSION := v0.8.2
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-.PHONY: all test test-unit test-integration test-cli test-otel topology partition demo vet fmt-check fmt ci examples lint staticcheck stress bench release-check tidy
+.PHONY: all test test-unit test-integration test-cli test-otel test-long topology partition demo vet fmt-check fmt ci examples lint staticcheck stress bench release-check tidy
 
 all: vet fmt-check test
 
 # `make test` runs the four groups below with `go test -json` through
 # tools/testsum, which prints what plain go test prints, then one summary:
 # how many tests ran, how many were skipped, and which target runs each
-# skipped group (make topology, make partition, make stress). A failing
+# skipped group (make test-long, make topology, make partition, make
+# stress); testsum takes the target from the skip message. A failing
 # group does not stop the others. Each group alone (make test-unit, ...)
 # runs plain go test.
 GOTEST ?= $(GO) test
@@ -56,8 +57,24 @@ test:
 test-unit:
 	GOWORK=off $(GOTEST) -race -count=1 ./...
 
+# -parallel 8: the tests that call t.Parallel mostly sleep (idle reapers,
+# a frozen proxy), and each runs its MariaDB and PostgreSQL halves at once.
 test-integration:
-	cd tests && $(GOTEST) -race -count=1 ./...
+	cd tests && $(GOTEST) -race -count=1 -parallel 8 ./...
+
+# The long group of tests/ (long_test.go) and cmd/dlock: tests that wait
+# seconds by design (loss and release bounds against a clock, the elector,
+# heap measurements, dlock run's busy and lost exits). `make test` skips
+# them to stay under a minute; about a minute and a half here.
+# tests/'s TestLongGroupInMakefile checks that LONG_TESTS and
+# LONG_CLI_TESTS match exactly the tests that begin with needLongRun(t).
+LONG_TESTS := '^(TestSlowObserverDelaysNoSignal|TestLossToldAsWhatItWas|TestMemoryPerConnection|TestMemoryClosedPool|TestSlowReleaseWithinItsBound|TestNativeWaitNoPolling|TestBusyReturnsFalseNil|TestElectorHandOver|TestElectorResign|TestElectorBackoff|TestElectorBeaconInterrupted|TestElectorPoolExhausted|TestElectorLeaderProcessDies|TestFnContextEndsDuringStatement|TestCancelWithoutControlConnectionDiscards|TestLossSignalDone)$$'
+
+LONG_CLI_TESTS := '^(TestRunBusy|TestRunLost|TestRunLostKillAfter)$$'
+
+test-long:
+	cd tests && DLOCK_TEST_LONG=1 $(GO) test -race -count=1 -v -run $(LONG_TESTS) ./
+	cd cmd/dlock && DLOCK_TEST_LONG=1 $(GO) test -race -count=1 -v -run $(LONG_CLI_TESTS) ./
 
 # Production topologies (tests/topology): PgBouncer in session and
 # transaction pooling, a PostgreSQL streaming hot standby, a Galera node and
@@ -78,7 +95,7 @@ partition:
 
 # The dlock command against the same databases (same DSN variables).
 test-cli:
-	cd cmd/dlock && $(GOTEST) -race -count=1 ./...
+	cd cmd/dlock && $(GOTEST) -race -count=1 -parallel 8 ./...
 
 # The OpenTelemetry adapter, with the SDK's in-memory exporters, against
 # the same databases (same DSN variables).

@@ -114,9 +114,26 @@ var probes = []*probe{
 // it when CI or DLOCK_TEST_REQUIRE_DB is set.
 func eachBackend(t *testing.T, fn func(t *testing.T, b *testDB)) {
 	t.Helper()
+	eachBackendOf(t, false, fn)
+}
+
+// eachBackendParallel is eachBackend with the servers' subtests run at
+// once (t.Parallel): for a test that sleeps and measures no duration. As
+// each subtest talks to its own server, neither server sees more sessions
+// than with eachBackend.
+func eachBackendParallel(t *testing.T, fn func(t *testing.T, b *testDB)) {
+	t.Helper()
+	eachBackendOf(t, true, fn)
+}
+
+func eachBackendOf(t *testing.T, parallel bool, fn func(t *testing.T, b *testDB)) {
+	t.Helper()
 	for _, p := range probes {
 		p.once.Do(p.run)
 		t.Run(p.name, func(t *testing.T) {
+			if parallel {
+				t.Parallel()
+			}
 			if p.err != nil {
 				if v := requireVar(); v != "" {
 					t.Fatalf("%s is set but %s is unreachable at %s (%s): %v",

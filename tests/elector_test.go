@@ -147,6 +147,7 @@ func (c *candidates) leaders() []int {
 // ends with ErrLockLost, two leads never run at once; cancelling returns
 // every Run within a second and frees the key.
 func TestElectorHandOver(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		key := b.UniqueKey(t)
 		admin := b.openLocked(t, dlock.Plugin{})
@@ -258,7 +259,7 @@ func TestElectorHandOver(t *testing.T) {
 // A lead error that is not a loss stops Run, which returns it with the
 // lock released.
 func TestElectorLeadError(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		key := b.UniqueKey(t)
 		db := b.openLocked(t, dlock.Plugin{})
 		e, err := dlock.NewElector(db, key)
@@ -281,7 +282,7 @@ func TestElectorLeadError(t *testing.T) {
 
 // A panic in lead releases the lock, then goes on to Run's caller.
 func TestElectorPanic(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		key := b.UniqueKey(t)
 		db := b.openLocked(t, dlock.Plugin{})
 		e, err := dlock.NewElector(db, key)
@@ -312,6 +313,7 @@ func TestElectorPanic(t *testing.T) {
 // lead returning nil gives leadership up: a waiting rival takes over, and
 // the Elector campaigns again.
 func TestElectorResign(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		key := b.UniqueKey(t)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -355,6 +357,7 @@ func TestElectorResign(t *testing.T) {
 // growing pause, logged each time, and Run still returns at once when its
 // ctx ends.
 func TestElectorBackoff(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		pb, proxy := b.viaProxy(t)
 		rec := &recorder{level: slog.LevelWarn}
@@ -396,6 +399,7 @@ func TestElectorBackoff(t *testing.T) {
 // QUERY or pg_cancel_backend, a statement_timeout) is no loss: the leader
 // goes on leading and its beacon runs again.
 func TestElectorBeaconInterrupted(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		key := b.UniqueKey(t)
 		c := startCandidates(t, b, key, 1)
@@ -435,6 +439,7 @@ func TestElectorBeaconInterrupted(t *testing.T) {
 // returns within a second of its ctx ending, with the lock free: the
 // beacon that no control connection can cancel ends with its session.
 func TestElectorPoolExhausted(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		key := b.UniqueKey(t)
 		rec := &recorder{level: slog.LevelWarn}
@@ -521,6 +526,7 @@ func TestElectorPoolExhausted(t *testing.T) {
 // a beacon: the server notices when the running beacon ends, and a
 // follower leads.
 func TestElectorLeaderProcessDies(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		key := b.UniqueKey(t)
 		pb, proxy := b.viaProxy(t)

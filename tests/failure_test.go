@@ -208,7 +208,7 @@ func TestDroppedBehindOurBack(t *testing.T) {
 }
 
 func TestWithLock(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		key := b.UniqueKey(t)
 		ctx := context.Background()

@@ -20,6 +20,7 @@ import (
 // (context.WithoutCancel plus their own timeout) keep the session, and
 // the lock, until fn returns.
 func TestFnContextEndsDuringStatement(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		sqlDB, _ := db.DB()

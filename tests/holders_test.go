@@ -176,7 +176,7 @@ func randomInt(t testing.TB) int64 {
 }
 
 func TestHoldersKeyKinds(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		prefix := b.UniqueKey(t) + ":"
 		plain := b.openLocked(t, dlock.Plugin{})
 		prefixed := b.openLocked(t, dlock.Plugin{KeyPrefix: prefix})
@@ -230,7 +230,7 @@ func (b *testDB) rawConn(t testing.TB) (*sql.Conn, int64) {
 // them: the int64 key in pg_advisory_lock, the name as a quoted string in
 // GET_LOCK.
 func TestHoldersSQLAlchemy(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		ctx := context.Background()
 		db := b.openLocked(t, dlock.Plugin{})
 		key := b.UniqueKey(t)
@@ -284,7 +284,7 @@ func TestHoldersSQLAlchemy(t *testing.T) {
 }
 
 func TestHoldersErrors(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		ctx := context.Background()
 		if _, err := dlock.Holders(ctx, b.Open(t), "k"); !errors.Is(err, dlock.ErrNotRegistered) {
 			t.Errorf("Holders(unregistered) error = %v, want ErrNotRegistered", err)
@@ -307,7 +307,7 @@ func TestHoldersErrors(t *testing.T) {
 }
 
 func TestLocks(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		ctx := context.Background()
 		// Lower case: MySQL's metadata_locks shows names so.
 		prefix := strings.ToLower(b.UniqueKey(t)) + ":"
@@ -489,7 +489,7 @@ func (b *testDB) unprivileged(t testing.TB) (*testDB, string) {
 // gets every holder and waiter with the hidden fields empty (PostgreSQL),
 // or an error naming PROCESS (MySQL, MariaDB); never a shorter list.
 func TestHoldersUnprivileged(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		ctx := context.Background()
 		nb, npUser := b.unprivileged(t)
 		db := b.openLocked(t, dlock.Plugin{})

@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,8 +14,12 @@ import (
 // idle_session_timeout) loses its lock to the server's reaper by default;
 // with KeepIdleHolders it keeps it, and its own setting comes back when
 // it releases.
+//
+// It sleeps and measures nothing: both servers, and the holder with and
+// without KeepIdleHolders, idle at once, on sessions of their own.
 func TestKeepIdleHolders(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	t.Parallel()
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		set, show, want := "SET SESSION wait_timeout = 2", "SELECT @@SESSION.wait_timeout", "2"
 		if b.Dialect == dialectPostgres {
 			if v := b.pgVersionNum(t); v < 140000 {
@@ -24,37 +29,40 @@ func TestKeepIdleHolders(t *testing.T) {
 		}
 		ctx := context.Background()
 		for _, keep := range []bool{false, true} {
-			db := b.openLocked(t, dlock.Plugin{KeepIdleHolders: keep})
-			tx, conn := pin(t, db)
-			if _, err := conn.ExecContext(ctx, set); err != nil {
-				t.Fatalf("%s: %v", set, err)
-			}
-			l, err := dlock.New(tx, b.UniqueKey(t))
-			if err != nil {
-				t.Fatalf("New() = %v", err)
-			}
-			mustAcquire(t, l)
-			time.Sleep(3500 * time.Millisecond)
-			held, err := l.Held(ctx)
-			if !keep {
-				if held || !errors.Is(err, dlock.ErrLockLost) {
-					t.Fatalf("KeepIdleHolders: false, idle past the timeout: Held() = %v, %v; want false, ErrLockLost", held, err)
+			t.Run(fmt.Sprintf("KeepIdleHolders=%v", keep), func(t *testing.T) {
+				t.Parallel()
+				db := b.openLocked(t, dlock.Plugin{KeepIdleHolders: keep})
+				tx, conn := pin(t, db)
+				if _, err := conn.ExecContext(ctx, set); err != nil {
+					t.Fatalf("%s: %v", set, err)
 				}
-				continue
-			}
-			if !held || err != nil {
-				t.Fatalf("KeepIdleHolders: true, idle past the timeout: Held() = %v, %v; want true, nil", held, err)
-			}
-			if err := l.Release(ctx); err != nil {
-				t.Fatalf("Release() = %v", err)
-			}
-			var got string
-			if err := conn.QueryRowContext(ctx, show).Scan(&got); err != nil {
-				t.Fatalf("%s: %v", show, err)
-			}
-			if got != want {
-				t.Fatalf("%s after the last release = %q, want the session's own %q", show, got, want)
-			}
+				l, err := dlock.New(tx, b.UniqueKey(t))
+				if err != nil {
+					t.Fatalf("New() = %v", err)
+				}
+				mustAcquire(t, l)
+				time.Sleep(3500 * time.Millisecond)
+				held, err := l.Held(ctx)
+				if !keep {
+					if held || !errors.Is(err, dlock.ErrLockLost) {
+						t.Fatalf("KeepIdleHolders: false, idle past the timeout: Held() = %v, %v; want false, ErrLockLost", held, err)
+					}
+					return
+				}
+				if !held || err != nil {
+					t.Fatalf("KeepIdleHolders: true, idle past the timeout: Held() = %v, %v; want true, nil", held, err)
+				}
+				if err := l.Release(ctx); err != nil {
+					t.Fatalf("Release() = %v", err)
+				}
+				var got string
+				if err := conn.QueryRowContext(ctx, show).Scan(&got); err != nil {
+					t.Fatalf("%s: %v", show, err)
+				}
+				if got != want {
+					t.Fatalf("%s after the last release = %q, want the session's own %q", show, got, want)
+				}
+			})
 		}
 	})
 }

@@ -17,7 +17,7 @@ import (
 
 // Bad input gets its sentinel and changes nothing.
 func TestBadInput(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		plain := b.Open(t)
 		tx, _ := pin(t, plain)
 		if _, err := dlock.New(tx, "k"); !errors.Is(err, dlock.ErrNotRegistered) {
@@ -139,6 +139,7 @@ func (b *testDB) quietCheck(t testing.TB, conn *sql.Conn) func(what string) {
 // Keys of every shape name a lock that excludes other sessions, and the
 // name survives sql_mode settings that change string-literal parsing.
 func TestAwkwardKeys(t *testing.T) {
+	t.Parallel() // distinct keys, no duration measured
 	keys := []any{
 		`it's a "quoted" \ key`,
 		`\'; SELECT 1; --`,
@@ -149,7 +150,7 @@ func TestAwkwardKeys(t *testing.T) {
 		int64(-42),
 		uint8(7),
 	}
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		tx, _ := pin(t, db)
 		if b.Dialect == dialectMySQL {
@@ -184,7 +185,7 @@ func TestAwkwardKeys(t *testing.T) {
 // it at a time.
 func TestManySessionsOneWinnerAtATime(t *testing.T) {
 	const workers, rounds = 50, 3
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		sqlDB, _ := db.DB()
 		sqlDB.SetMaxOpenConns(workers + 5)
@@ -235,7 +236,8 @@ func TestManySessionsOneWinnerAtATime(t *testing.T) {
 // deadlock and one Acquire fails with ErrDeadlock (also ErrNotAcquired);
 // its session and its other lock survive.
 func TestDeadlock(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	t.Parallel() // distinct keys, no duration measured
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		k1, k2 := b.UniqueKey(t), b.UniqueKey(t)
 		txA, _ := pin(t, db)
@@ -297,6 +299,7 @@ func TestDeadlock(t *testing.T) {
 // session: the error matches ErrNotAcquired and ErrLockLost, and the
 // session's locks are freed, not returned to the pool.
 func TestCancelWithoutControlConnectionDiscards(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		key := b.UniqueKey(t)

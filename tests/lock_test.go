@@ -10,7 +10,7 @@ import (
 )
 
 func TestTwoSessionsContend(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		key := b.UniqueKey(t)
 		a, c := newLock(t, db, key), newLock(t, db, key)
@@ -38,6 +38,7 @@ func TestTwoSessionsContend(t *testing.T) {
 }
 
 func TestBusyReturnsFalseNil(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		key := b.UniqueKey(t)
@@ -162,7 +163,7 @@ func waitUntilWaiting(t testing.TB, b *testDB, l *dlock.Lock) {
 }
 
 func TestDoubleAcquireAndUnheldRelease(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		l := newLock(t, db, b.UniqueKey(t))
 		ctx := context.Background()

@@ -94,6 +94,7 @@ func TestLossSignalDroppedBehindOurBack(t *testing.T) {
 // The explicit form: Lock.Done is closed when the hold is found lost, and
 // Release says so.
 func TestLossSignalDone(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		tx, conn := pin(t, db)
@@ -152,42 +153,51 @@ const defaultCheck = 500 * time.Millisecond
 
 // No false alarm: a 3 s idle hold, and a hold during which the control
 // connections cannot reach the server for 2 s, both end without a loss.
+//
+// It sleeps and measures no duration: the two holds, on their own pools,
+// and both servers run at once.
 func TestNoFalseLoss(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
-		db := b.openLocked(t, dlock.Plugin{})
-		err := dlock.WithLock(context.Background(), db, b.UniqueKey(t), func(tx *gorm.DB) error {
-			select {
-			case <-tx.Statement.Context.Done():
-				t.Errorf("fn's context ended during an idle hold: %v", context.Cause(tx.Statement.Context))
-			case <-time.After(3 * time.Second):
+	t.Parallel()
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
+		t.Run("idle", func(t *testing.T) {
+			t.Parallel()
+			db := b.openLocked(t, dlock.Plugin{})
+			err := dlock.WithLock(context.Background(), db, b.UniqueKey(t), func(tx *gorm.DB) error {
+				select {
+				case <-tx.Statement.Context.Done():
+					t.Errorf("fn's context ended during an idle hold: %v", context.Cause(tx.Statement.Context))
+				case <-time.After(3 * time.Second):
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("WithLock(idle 3s) = %v, want nil", err)
 			}
-			return nil
 		})
-		if err != nil {
-			t.Fatalf("WithLock(idle 3s) = %v, want nil", err)
-		}
-
-		// Every connection of this pool, control connections included,
-		// goes through a proxy that stops answering for 2 s.
-		pb, p := b.viaProxy(t)
-		pdb := pb.Open(t)
-		if err := pdb.Use(dlock.Plugin{}); err != nil {
-			t.Fatalf("db.Use: %v", err)
-		}
-		err = dlock.WithLock(context.Background(), pdb, b.UniqueKey(t), func(tx *gorm.DB) error {
-			time.Sleep(2 * defaultCheck) // a check or two pass
-			p.freeze()
-			time.Sleep(2 * time.Second)
-			p.thawOut()
-			select {
-			case <-tx.Statement.Context.Done():
-				t.Errorf("fn's context ended while the checks could not reach the server: %v", context.Cause(tx.Statement.Context))
-			case <-time.After(3 * defaultCheck):
+		t.Run("checks cut for 2s", func(t *testing.T) {
+			t.Parallel()
+			// Every connection of this pool, control connections
+			// included, goes through a proxy that stops answering for 2 s.
+			pb, p := b.viaProxy(t)
+			pdb := pb.Open(t)
+			if err := pdb.Use(dlock.Plugin{}); err != nil {
+				t.Fatalf("db.Use: %v", err)
 			}
-			return nil
+			err := dlock.WithLock(context.Background(), pdb, b.UniqueKey(t), func(tx *gorm.DB) error {
+				time.Sleep(2 * defaultCheck) // a check or two pass
+				p.freeze()
+				time.Sleep(2 * time.Second)
+				p.thawOut()
+				select {
+				case <-tx.Statement.Context.Done():
+					t.Errorf("fn's context ended while the checks could not reach the server: %v", context.Cause(tx.Statement.Context))
+				case <-time.After(3 * defaultCheck):
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("WithLock(control connections unavailable for 2s) = %v, want nil", err)
+			}
 		})
-		if err != nil {
-			t.Fatalf("WithLock(control connections unavailable for 2s) = %v, want nil", err)
-		}
 	})
 }

@@ -123,6 +123,7 @@ func acquireRelease(ctx context.Context, tx *gorm.DB, key string) error {
 // session used to stay for good, about 75 KB each, and every session's
 // PgConn for ReleaseTimeout.
 func TestMemoryPerConnection(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		sqlDB, _ := db.DB()
@@ -182,6 +183,7 @@ func TestMemoryPerConnection(t *testing.T) {
 // (pgx's kept context led from dlock's session state back to it), on
 // MariaDB for about ReleaseTimeout (the overrun guard's pending timer).
 func TestMemoryClosedPool(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		before := goleak.IgnoreCurrent()
 		var pools, dbs collectCounter

@@ -270,7 +270,7 @@ func TestLoggerOffCostsNothing(t *testing.T) {
 // A WithLock that ends while waiting for a pooled session is an acquire
 // that did not get the lock: the Observer hears its start and its end.
 func TestObserverNoSession(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		rec := &recorder{level: slog.LevelDebug}
 		db := b.openLocked(t, dlock.Plugin{Observer: rec, Logger: slog.New(rec)})
 		sqlDB, _ := db.DB()

@@ -59,6 +59,7 @@ func TestHungReleaseEndsSession(t *testing.T) {
 // dlock keeps one timer per session for these bounds and moves it only
 // lazily, so this is the case where a wrong deadline would show.
 func TestSlowReleaseWithinItsBound(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		const bound = 2 * time.Second
 		db := b.openLocked(t, dlock.Plugin{ReleaseTimeout: bound})
@@ -123,7 +124,7 @@ func waitForStatement(t testing.TB, b *testDB, id int64, s string) {
 // A killed holder: its pool never hands out the dead session again, a
 // waiter on another session gets the lock.
 func TestKilledHolderPoolReuse(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		sqlDB, _ := db.DB()
 		sqlDB.SetMaxOpenConns(1)

@@ -22,7 +22,7 @@ import (
 // and dlock ends the session, Held returns false with ErrLockLost, the
 // Lock is no longer acquired, and another session can take the lock.
 func TestHeldNeverTrueWithError(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{ReleaseTimeout: time.Microsecond})
 		key := b.UniqueKey(t)
 		// The timer that ends an overdue statement may fire only after a
@@ -203,7 +203,8 @@ func TestNestedAlongContext(t *testing.T) {
 // call WithLock for one key (with fn's ctx and with the outer key), and at
 // most one body runs at a time; none releases or reports another's hold.
 func TestGoroutinesNeverShareAHold(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	t.Parallel() // distinct keys, no duration measured
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		outerKey, inner := b.UniqueKey(t), b.UniqueKey(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -283,7 +284,7 @@ func TestNestedXactAlongContext(t *testing.T) {
 // session. dlock releases it the next time it uses that session, and the
 // old Lock learns what happened (ErrLeaked), both before and after that.
 func TestLockForgottenInPlainConnection(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		sqlDB, _ := db.DB()
 		sqlDB.SetMaxOpenConns(1) // every pin gets the same physical session
@@ -353,7 +354,8 @@ func TestLockForgottenInPlainConnection(t *testing.T) {
 // Error texts are one line, keys in them are cut and readable, and a
 // Timeout that ran out says so.
 func TestErrorTexts(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	t.Parallel() // distinct keys, no duration measured
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		ctx := context.Background()
 		noop := func(*gorm.DB) error { return nil }

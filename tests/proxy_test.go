@@ -222,6 +222,7 @@ func TestMySQLProxyGrantOnAnotherBackend(t *testing.T) {
 // session whose grant lands on another server session than the one dlock
 // learned is refused, its grant undone, and the session discarded.
 func TestMySQLProxyPinnedNoOverlap(t *testing.T) {
+	t.Parallel() // its own proxy and key, no duration measured
 	eachMySQL(t, func(t *testing.T, b *testDB) {
 		_, db := useThenMultiplex(t, b, proxyPinOnLock)
 		key := b.UniqueKey(t)

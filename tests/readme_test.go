@@ -15,6 +15,7 @@ import (
 // main, it must compile. (readme_test.go in the root checks that it holds
 // the statements of Example and ExampleNew.)
 func TestReadmeQuickStartBuilds(t *testing.T) {
+	t.Parallel() // a go build, measuring nothing: alongside the sleeping tests
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("go is not on PATH: the README's Quick start is not built")

@@ -32,7 +32,7 @@ func (r *recordingLogger) Trace(_ context.Context, _ time.Time, fc func() (strin
 // never see them, tx.Error stays nil, and DefaultContextTimeout does not
 // apply to them.
 func TestStraightToTheSession(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		rec := &recordingLogger{Interface: logger.Discard}
 		db := b.Open(t, func(c *gorm.Config) { c.Logger = rec; c.DefaultContextTimeout = 50 * time.Millisecond })
 		if err := db.Use(dlock.Plugin{}); err != nil {
@@ -83,6 +83,7 @@ func TestStraightToTheSession(t *testing.T) {
 // The server does the waiting: during a wait, the waiting session runs
 // one statement, which is never re-sent (no client polling).
 func TestNativeWaitNoPolling(t *testing.T) {
+	needLongRun(t)
 	for _, tc := range []struct {
 		name string
 		opts []dlock.Option

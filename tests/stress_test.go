@@ -55,7 +55,7 @@ func (c *overlapChecker) leave(key string, who int) {
 func TestStressMutualExclusion(t *testing.T) {
 	const workers, nkeys = 32, 4
 	rounds := 10 * stressScale()
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		sqlDB, _ := db.DB()
 		// Room for the control connections that cancel waits, kept idle
@@ -156,7 +156,7 @@ func mustPin(t testing.TB, db *gorm.DB) *gorm.DB {
 // the waiter's session survives with its other lock still held.
 func TestStressCancelAroundGrant(t *testing.T) {
 	rounds := 150 * stressScale()
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		sqlDB, _ := db.DB()
 		sqlDB.SetMaxIdleConns(8) // the control connection stays open

@@ -41,6 +41,7 @@ func wantToldOnce(t *testing.T, err error, what ...string) {
 // returns as its error (as errgroup and most code do): WithLock returns
 // the loss once, saying the session ended, and nothing about leaks.
 func TestLossToldAsWhatItWas(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		err := dlock.WithLock(context.Background(), db, b.UniqueKey(t), func(tx *gorm.DB) error {
@@ -121,7 +122,8 @@ func TestXactLossTold(t *testing.T) {
 // With a pool that keeps no idle session, the checks still use one control
 // connection while locks are held: no new connection per check round.
 func TestMonitorKeepsItsControlConnection(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	t.Parallel() // distinct keys, no duration measured
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{CheckInterval: 50 * time.Millisecond})
 		sqlDB, _ := db.DB()
 		sqlDB.SetMaxIdleConns(0)
@@ -156,6 +158,7 @@ func (o *slowObserver) Lost(dlock.ReleaseEvent) {
 // A slow Observer delays no loss signal: two holds lost in one check round
 // both end their fn's context within the loss bound.
 func TestSlowObserverDelaysNoSignal(t *testing.T) {
+	needLongRun(t)
 	eachBackend(t, func(t *testing.T, b *testDB) {
 		obs := &slowObserver{}
 		db := b.openLocked(t, dlock.Plugin{Observer: obs})

@@ -19,7 +19,7 @@ type dlockRow struct {
 // is open on the session; a timed-out or cancelled wait inside it leaves
 // the transaction usable.
 func TestWaitInsideTransaction(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		table := "dlock_tx_" + b.Name
 		if err := db.Table(table).Migrator().CreateTable(&dlockRow{}); err != nil && !db.Migrator().HasTable(table) {
@@ -103,7 +103,7 @@ func sessionSettings(t testing.TB, b *testDB, tx *gorm.DB) string {
 // Every call leaves the session's timeout settings as they were, also
 // when the user set them.
 func TestSessionSettingsUnchanged(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		tx, _ := pin(t, db)
 		set := "SET SESSION max_statement_time = 0.5"
@@ -151,7 +151,7 @@ func TestSessionSettingsUnchanged(t *testing.T) {
 // PostgreSQL: shared locks coexist and exclude exclusive ones; Xact locks
 // end with their transaction (and a rolled back savepoint).
 func TestSharedAndXact(t *testing.T) {
-	eachBackend(t, func(t *testing.T, b *testDB) {
+	eachBackendParallel(t, func(t *testing.T, b *testDB) {
 		db := b.openLocked(t, dlock.Plugin{})
 		key := b.UniqueKey(t)
 		if b.Dialect != dialectPostgres {

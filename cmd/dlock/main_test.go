@@ -171,9 +171,25 @@ var (
 // fails when CI or DLOCK_TEST_REQUIRE_DB is set.
 func eachServer(t *testing.T, fn func(t *testing.T, s server)) {
 	t.Helper()
+	eachServerOf(t, false, fn)
+}
+
+// eachServerParallel is eachServer with the servers' subtests run at once
+// (t.Parallel): for a test that runs the built command, not run in this
+// process, and measures no duration. Each subtest talks to its own server.
+func eachServerParallel(t *testing.T, fn func(t *testing.T, s server)) {
+	t.Helper()
+	eachServerOf(t, true, fn)
+}
+
+func eachServerOf(t *testing.T, parallel bool, fn func(t *testing.T, s server)) {
+	t.Helper()
 	serversOnce.Do(findServers)
 	for i, s := range servers {
 		t.Run(s.name, func(t *testing.T) {
+			if parallel {
+				t.Parallel()
+			}
 			if err := serverErrs[i]; err != nil {
 				if required() {
 					t.Fatalf("%s unreachable: %v", s.name, err)
@@ -182,6 +198,17 @@ func eachServer(t *testing.T, fn func(t *testing.T, s server)) {
 			}
 			fn(t, s)
 		})
+	}
+}
+
+// needLongRun skips the test unless `make test-long` asked for the tests
+// that wait seconds by design (DLOCK_TEST_LONG=1), as in tests/: `make
+// test` skips them to stay under a minute. LONG_CLI_TESTS in the Makefile
+// names them (tests/long_test.go checks it).
+func needLongRun(t *testing.T) {
+	t.Helper()
+	if os.Getenv("DLOCK_TEST_LONG") == "" {
+		t.Skip("waits seconds by design: runs with make test-long (DLOCK_TEST_LONG=1)")
 	}
 }
 

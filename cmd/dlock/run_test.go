@@ -167,7 +167,8 @@ func killSession(t testing.TB, db *gorm.DB, id int64) {
 // TestRunExitStatus: CMD's exit status is dlock run's, the lock is held
 // while CMD runs and free after.
 func TestRunExitStatus(t *testing.T) {
-	eachServer(t, func(t *testing.T, s server) {
+	t.Parallel() // the built command on keys of its own, no duration measured
+	eachServerParallel(t, func(t *testing.T, s server) {
 		db := openDB(t, s)
 		key := uniqueKey(t)
 		tests := []struct {
@@ -212,6 +213,7 @@ func TestRunExitStatus(t *testing.T) {
 // TestRunBusy: a busy key exits 75 within -timeout + 1 s, and CMD does
 // not run.
 func TestRunBusy(t *testing.T) {
+	needLongRun(t)
 	eachServer(t, func(t *testing.T, s server) {
 		db := openDB(t, s)
 		key := uniqueKey(t)
@@ -247,6 +249,7 @@ const trapTERM = `trap 'echo TERM > "$DIR/term"; exit 7' TERM; echo started > "$
 // TestRunLost: killing dlock run's session ends CMD within 3 s, by
 // SIGTERM to its group, and dlock run exits 70.
 func TestRunLost(t *testing.T) {
+	needLongRun(t)
 	eachServer(t, func(t *testing.T, s server) {
 		db := openDB(t, s)
 		key := uniqueKey(t)
@@ -273,7 +276,9 @@ func TestRunLost(t *testing.T) {
 // TestRunLostKillAfter: a CMD that ignores SIGTERM gets SIGKILL after
 // -kill-after, and so does the rest of its process group.
 func TestRunLostKillAfter(t *testing.T) {
-	eachServer(t, func(t *testing.T, s server) {
+	needLongRun(t)
+	t.Parallel() // the built command on keys of its own, no duration measured
+	eachServerParallel(t, func(t *testing.T, s server) {
 		db := openDB(t, s)
 		key := uniqueKey(t)
 		// A child in the background that ignores SIGTERM too, and writes
@@ -299,7 +304,8 @@ func TestRunLostKillAfter(t *testing.T) {
 // TestRunForwardSignal: SIGTERM to dlock run reaches CMD; dlock run exits
 // with CMD's status once CMD is gone, and the lock is free then.
 func TestRunForwardSignal(t *testing.T) {
-	eachServer(t, func(t *testing.T, s server) {
+	t.Parallel() // the built command on keys of its own, no duration measured
+	eachServerParallel(t, func(t *testing.T, s server) {
 		db := openDB(t, s)
 		key := uniqueKey(t)
 		// CMD takes 500 ms to finish after SIGTERM; the lock stays held

@@ -2,7 +2,10 @@
 // prints (a line per package, the output of failing tests), and records
 // every test's result; with -report it prints one summary of the records:
 // how many tests passed, failed and were skipped, and which make target
-// runs each group of skipped tests. `make test` uses it.
+// runs each group of skipped tests. The target is the first "make NAME"
+// in the test's skip message (make test-long, make topology, make
+// partition, make stress): a new group needs only a skip message that
+// names its target. `make test` uses it.
 //
 // Usage:
 //
