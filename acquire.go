@@ -381,15 +381,20 @@ func (l *Lock) statementFailedLocked(err error) error {
 }
 
 // tryLocked runs the lock statement once, without waiting, as a short statement:
-// bounded by statementBound, or by the end of p's wait and deadlineGrace
-// when that comes first, so that a cut network keeps an Acquire within its
-// Timeout or deadline.
+// bounded by statementBound, or, when that comes first, by the end of p's
+// wait plus the time a wait gets to answer its cancel (deadlineGrace and
+// controlTimeout), so that a cut network keeps an Acquire within its
+// Timeout or deadline + ~1.2 s, as a cancelled wait is. The overrun ends
+// the session, so the bound is never shorter: a try slowed by a loaded
+// server or client must not cost the session's other locks (with a bare
+// deadlineGrace, a Timeout of a few milliseconds ended sessions under
+// load: TestStressMutualExclusion).
 func (l *Lock) tryLocked(ctx context.Context, p waitPlan) (ok bool, err error) {
 	d := l.bind.statementBound(ctx)
 	if !p.until.IsZero() {
-		d = min(d, time.Until(p.until)+deadlineGrace)
+		d = min(d, time.Until(p.until)+deadlineGrace+controlTimeout)
 	}
-	err = l.bind.boundedWithinLocked(ctx, d, func(qctx context.Context) error {
+	err = l.bind.boundedWithinLocked(ctx, d, false, func(qctx context.Context) error {
 		var err error
 		ok, err = l.bind.backend.lock(qctx, l.bind.target(), l.stmtKey, l.mode, waitBound{try: true}, nil)
 		return err

@@ -217,19 +217,20 @@ func quiet(ctx context.Context) context.Context {
 // Ending the session ends its locks, so the outcome is known: the session
 // is lost. Without the id the driver keeps the bound, through a deadline.
 func (b *binding) boundedLocked(ctx context.Context, fn func(context.Context) error) error {
-	return b.boundedWithinLocked(ctx, b.statementBound(ctx), fn)
+	return b.boundedWithinLocked(ctx, b.statementBound(ctx), true, fn)
 }
 
-// boundedWithinLocked is boundedLocked with the bound d: shorter than statementBound
-// for the try of an Acquire whose Timeout or deadline ends first.
-func (b *binding) boundedWithinLocked(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
+// boundedWithinLocked is boundedLocked with the bound d, for the try of an
+// Acquire whose Timeout or deadline ends first, which returns without
+// waitEnd (see overrunGuard.arm) as soon as its statement does.
+func (b *binding) boundedWithinLocked(ctx context.Context, d time.Duration, waitEnd bool, fn func(context.Context) error) error {
 	s := b.sess
 	if s.id == 0 {
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
 		defer cancel()
 		return fn(qctx)
 	}
-	s.overrun.arm(b, s.id, d)
+	s.overrun.arm(b, s.id, d, waitEnd)
 	if ctx.Done() != nil {
 		ctx = context.WithoutCancel(ctx)
 	}

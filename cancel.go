@@ -13,7 +13,7 @@ const (
 	// then the wait for the cancelled statement to return; when either
 	// runs out, the waiting session is discarded. It also bounds the end of
 	// an overrunning session (overrunGuard.fire) and one loss check
-	// (monitor.confirm).
+	// (monitor.confirm), and is part of a try's bound (tryLocked).
 	controlTimeout = time.Second
 	// cancelResend is how often canceller.fire sends its cancel again
 	// while the cancelled statement has not returned.

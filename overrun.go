@@ -36,9 +36,10 @@ type overrunGuard struct {
 	running  bool
 	deadline time.Time
 	// The guard is ending the session of the running statement; ended
-	// counts the end while it is sent.
-	ending bool
-	ended  sync.WaitGroup
+	// counts the end while it is sent, which stop waits for when waitEnd.
+	ending  bool
+	ended   sync.WaitGroup
+	waitEnd bool
 	// Where to send the end: the session id, from a control connection,
 	// and the session's network connection, which a deadline wakes (set
 	// once, when the session's state is made).
@@ -49,13 +50,19 @@ type overrunGuard struct {
 }
 
 // arm makes the overrun guard end session id if the statement about to run
-// takes longer than d, unless stop is called first.
-func (g *overrunGuard) arm(b *binding, id int64, d time.Duration) {
+// takes longer than d, unless stop is called first. With waitEnd, a stop
+// after the guard began to end the session returns once the end was sent
+// (or timed out): a Release that returns has freed its lock. Without it,
+// stop returns as soon as the statement does, which the driver's network
+// connection deadline makes immediate where dlock knows it: a try, whose
+// bound is the caller's Timeout, need not wait for a control connection
+// that the same cut may hold up.
+func (g *overrunGuard) arm(b *binding, id int64, d time.Duration, waitEnd bool) {
 	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.be, g.pool, g.id = b.backend, b.reg.pool, id
-	g.running, g.deadline = true, now.Add(d)
+	g.running, g.deadline, g.waitEnd = true, now.Add(d), waitEnd
 	switch {
 	case g.t == nil:
 		// The timer holds the guard weakly: a timer still pending after
@@ -76,15 +83,18 @@ func (g *overrunGuard) arm(b *binding, id int64, d time.Duration) {
 }
 
 // stop ends the watch of the running statement. It reports false if the
-// overrun guard ended the session, after that is done.
+// overrun guard ended the session, after that is done when arm's waitEnd
+// asked for it.
 func (g *overrunGuard) stop() bool {
 	g.mu.Lock()
 	g.running = false
-	ending := g.ending
+	ending, wait := g.ending, g.waitEnd
 	g.ending = false
 	g.mu.Unlock()
 	if ending {
-		g.ended.Wait()
+		if wait {
+			g.ended.Wait()
+		}
 		return false
 	}
 	return true

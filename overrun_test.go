@@ -18,14 +18,14 @@ func TestWatchdogRearmsForLaterStatement(t *testing.T) {
 	l, r := newGuardBinding()
 	var w overrunGuard
 	const bound = 300 * time.Millisecond
-	w.arm(l, 7, bound)
+	w.arm(l, 7, bound, true)
 	if !w.stop() {
 		t.Fatal("stop() = false after a quick statement")
 	}
 	time.Sleep(bound / 2)
 	// Runs from 150 ms to 400 ms: past the first timer (300 ms), within
 	// its own bound (450 ms).
-	w.arm(l, 7, bound)
+	w.arm(l, 7, bound, true)
 	time.Sleep(250 * time.Millisecond)
 	if !w.stop() {
 		t.Fatal("stop() = false: the statement was ended within its bound")
@@ -49,12 +49,12 @@ func TestWatchdogEndsOverdueStatement(t *testing.T) {
 	l, r := newGuardBinding()
 	r.hold = make(chan struct{})
 	var w overrunGuard
-	w.arm(l, 7, time.Millisecond) // a quick one first: the timer pends
+	w.arm(l, 7, time.Millisecond, true) // a quick one first: the timer pends
 	if !w.stop() {
 		t.Fatal("stop() = false after a quick statement")
 	}
 	start := time.Now()
-	w.arm(l, 9, 50*time.Millisecond)
+	w.arm(l, 9, 50*time.Millisecond, true)
 	waitFor(t, "the end of the overdue statement's session", r.anyEnded)
 	if _, at := r.endedSessions(); at[0].Sub(start) < 50*time.Millisecond {
 		t.Fatalf("the session was ended after %v, before its bound of 50ms", at[0].Sub(start))
@@ -74,7 +74,7 @@ func TestWatchdogEndsOverdueStatement(t *testing.T) {
 		t.Fatalf("sessions ended: %v, want [9]", got)
 	}
 	// The overrun guard serves the next statement as before.
-	w.arm(l, 9, time.Second)
+	w.arm(l, 9, time.Second, true)
 	if !w.stop() {
 		t.Fatal("stop() = false for the next quick statement")
 	}
@@ -84,14 +84,37 @@ func TestWatchdogEndsOverdueStatement(t *testing.T) {
 func TestWatchdogShorterBound(t *testing.T) {
 	l, r := newGuardBinding()
 	var w overrunGuard
-	w.arm(l, 7, time.Hour)
+	w.arm(l, 7, time.Hour, true)
 	if !w.stop() {
 		t.Fatal("stop() = false after a quick statement")
 	}
-	w.arm(l, 7, 20*time.Millisecond)
+	w.arm(l, 7, 20*time.Millisecond, true)
 	waitFor(t, "the end of the session of the statement with the shorter bound", r.anyEnded)
 	if w.stop() {
 		t.Fatal("stop() = true for a session the overrun guard ended")
+	}
+}
+
+// Without waitEnd (the try of an Acquire), stop reports an ended session
+// as soon as the statement returns, while the end is still being sent: a
+// cut network that holds up the control connection too adds nothing to
+// the caller's Timeout.
+func TestWatchdogTryDoesNotWaitForTheEnd(t *testing.T) {
+	l, r := newGuardBinding()
+	r.hold = make(chan struct{})
+	defer close(r.hold)
+	var w overrunGuard
+	w.arm(l, 9, 20*time.Millisecond, false)
+	waitFor(t, "the end of the overdue try's session", r.anyEnded)
+	stopped := make(chan bool)
+	go func() { stopped <- w.stop() }()
+	select {
+	case ok := <-stopped:
+		if ok {
+			t.Fatal("stop() = true for a session the overrun guard ended")
+		}
+	case <-time.After(time.Second):
+		t.Fatal("stop() waited for the end of the session to be sent")
 	}
 }
 
@@ -101,7 +124,7 @@ func TestWatchdogShorterBound(t *testing.T) {
 func TestWatchdogTimerHoldsNothing(t *testing.T) {
 	l, r := newGuardBinding()
 	s := newSession()
-	s.overrun.arm(l, 7, time.Hour)
+	s.overrun.arm(l, 7, time.Hour, true)
 	if !s.overrun.stop() {
 		t.Fatal("stop() = false after a quick statement")
 	}

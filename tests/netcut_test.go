@@ -391,3 +391,39 @@ func TestNetworkCutBeforeAcquire(t *testing.T) {
 		t.Logf("Acquire(Timeout(%v)) cut before the call returned after %v: %v", timeout, took, err)
 	})
 }
+
+// A stall shorter than the Timeout + ~1.2 s that the README gives a cut is
+// not a cut: an Acquire whose try answers late, on a live server, keeps
+// its session and the session's other locks, and takes the free lock (a
+// grant the server reports wins). Under load a try slower than 200 ms
+// past a millisecond Timeout used to end the session
+// (TestStressMutualExclusion, once, on this 2-core machine).
+func TestNetworkCutShortStallKeepsSession(t *testing.T) {
+	needPartitionRun(t)
+	eachBackend(t, func(t *testing.T, b *testDB) {
+		pb, p := b.viaProxy(t)
+		db := pb.Open(t)
+		if err := db.Use(dlock.Plugin{}); err != nil {
+			t.Fatalf("db.Use: %v", err)
+		}
+		tx, _ := pin(t, db)
+		other, l := mustNew(t, tx, b.UniqueKey(t)), mustNew(t, tx, b.UniqueKey(t))
+		mustAcquire(t, other) // the session is known, and holds a lock
+		p.freeze()
+		const stall = 600 * time.Millisecond
+		time.AfterFunc(stall, p.thawOut)
+		var ok bool
+		took, err := returnsWithin(t, "Acquire", 5*time.Second, func() error {
+			var err error
+			ok, err = l.Acquire(context.Background(), dlock.Timeout(10*time.Millisecond))
+			return err
+		})
+		if !ok || err != nil {
+			t.Fatalf("Acquire(Timeout(10ms)) over a %v stall = %v, %v after %v; want true, nil (the session kept)", stall, ok, err, took)
+		}
+		if held, err := other.Held(context.Background()); !held || err != nil {
+			t.Fatalf("the session's other lock: Held() = %v, %v; want true, nil", held, err)
+		}
+		t.Logf("Acquire(Timeout(10ms)) over a %v stall returned after %v", stall, took)
+	})
+}
