@@ -76,12 +76,3 @@ func TestMySQLHoldsDoc(t *testing.T) {
 		t.Fatalf("%d documents, every hold once: %v; want at least 2 and true", docs, !slices.Contains(seen, false))
 	}
 }
-
-func TestPgHoldsArrays(t *testing.T) {
-	pids, keys, modes := pgHoldsArrays([]watchedHold{
-		{sessionID: 12, dbKey: int64(-5), shared: true}, {sessionID: 13, dbKey: int64(1 << 40)},
-	})
-	if pids != "{12,13}" || keys != "{-5,1099511627776}" || modes != "{t,f}" {
-		t.Fatalf("pgHoldsArrays = %s %s %s", pids, keys, modes)
-	}
-}
