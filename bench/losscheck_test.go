@@ -96,7 +96,6 @@ func BenchmarkLossCheck(b *testing.B) {
 		}
 		defer ctl.Close()
 		serverCPU := lcServerCPU(b, s.name, ctl)
-		b.Logf("%d sessions hold the locks", sessions)
 		var holds []lcHold
 		for _, n := range []int{100, 1000, 10000} {
 			per := make([][]lcHold, sessions)
@@ -139,6 +138,7 @@ func BenchmarkLossCheck(b *testing.B) {
 					if serverCPU != nil {
 						b.ReportMetric(float64((serverCPU()-server0).Microseconds())/1000/float64(b.N), "server-cpu-ms/round")
 					}
+					b.ReportMetric(float64(sessions), "sessions")
 					b.ReportMetric(float64(sqlBytes), "sql-bytes")
 					b.ReportMetric(float64(argBytes), "arg-bytes")
 				})
