@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"strconv"
+	"strings"
 	"unicode/utf16"
 )
 
@@ -18,6 +19,7 @@ import (
 type controlConn struct {
 	*sql.Conn
 	prepared map[string]*sql.Stmt
+	byName   bool // the server has no JSON_TABLE: mysqlHoldingByName
 }
 
 // prepare returns q prepared on c, preparing it at its first use. The
@@ -72,12 +74,24 @@ const mysqlCheckChunk = 256 << 10
 // It runs prepared on the server, once per control connection: the text
 // is neither sent nor parsed again, and a driver's interpolateParams does
 // not put the document into it.
+//
+// A server older than the versions dlock supports (MariaDB 10.5, MySQL
+// 5.7) has no JSON_TABLE and refuses the statement as a syntax error; on
+// it the check names every hold in its text, as v0.2 did, rather than
+// fail every round and report every hold lost.
 func (*mysqlBackend) holding(ctx context.Context, c *controlConn, holds []watchedHold) ([]holdStatus, error) {
-	order := bySession(holds)
+	if c.byName {
+		return mysqlHoldingByName(ctx, c, holds)
+	}
 	st, err := c.prepare(ctx, mysqlHoldingSQL)
+	if n, ok := mysqlErrNumber(err); ok && n == erParseError {
+		c.byName = true
+		return mysqlHoldingByName(ctx, c, holds)
+	}
 	if err != nil {
 		return nil, err
 	}
+	order := bySession(holds)
 	out := make([]holdStatus, len(holds))
 	doc := make([]byte, 0, min(mysqlCheckChunk+1024, 64*len(holds)+64))
 	for next := 0; next < len(order); {
@@ -85,6 +99,65 @@ func (*mysqlBackend) holding(ctx context.Context, c *controlConn, holds []watche
 		rows, err := st.QueryContext(ctx, string(doc))
 		if err := readLost(rows, err, order, out); err != nil {
 			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// erParseError is MySQL's and MariaDB's syntax error.
+const erParseError = 1064
+
+// mysqlHoldingByName asks IS_USED_LOCK of every name held in one
+// statement whose text names them all, and compares the holder's
+// connection id with each hold's session; the last column lists which of
+// those sessions are still there.
+func mysqlHoldingByName(ctx context.Context, c *controlConn, holds []watchedHold) ([]holdStatus, error) {
+	col := make(map[string]int)
+	ids := make(map[int64]bool)
+	var q, in strings.Builder
+	q.WriteString("SELECT ")
+	for _, h := range holds {
+		if !ids[h.sessionID] {
+			if len(ids) > 0 {
+				in.WriteString(",")
+			}
+			ids[h.sessionID] = true
+			in.WriteString(strconv.FormatInt(h.sessionID, 10))
+		}
+		lit := h.stmtKey.(*mysqlStmts).lit
+		if _, ok := col[lit]; ok {
+			continue
+		}
+		col[lit] = len(col)
+		q.WriteString("IS_USED_LOCK(" + lit + "), ")
+	}
+	q.WriteString("(SELECT GROUP_CONCAT(ID) FROM information_schema.PROCESSLIST WHERE ID IN (" + in.String() + "))")
+	owners := make([]sql.NullInt64, len(col))
+	dest := make([]any, len(col)+1)
+	for i := range owners {
+		dest[i] = &owners[i]
+	}
+	var alive sql.NullString
+	dest[len(col)] = &alive
+	if err := c.QueryRowContext(ctx, q.String()).Scan(dest...); err != nil {
+		return nil, err
+	}
+	living := make(map[int64]bool)
+	for _, f := range strings.Split(alive.String, ",") {
+		if id, err := strconv.ParseInt(f, 10, 64); err == nil {
+			living[id] = true
+		}
+	}
+	out := make([]holdStatus, len(holds))
+	for i, h := range holds {
+		o := owners[col[h.stmtKey.(*mysqlStmts).lit]]
+		switch {
+		case o.Valid && o.Int64 == h.sessionID:
+			out[i] = holdHeld
+		case living[h.sessionID]:
+			out[i] = holdDropped
+		default:
+			out[i] = holdSessionEnd
 		}
 	}
 	return out, nil
