@@ -66,8 +66,8 @@ type backend interface {
 	held(ctx context.Context, t target, k any, o options) (bool, error)
 	// holding reports, for each hold, whether the server shows it held by
 	// its session, or the session alive without it, or the session gone,
-	// in one statement on the control connection c.
-	holding(ctx context.Context, c *sql.Conn, holds []watchedHold) ([]holdStatus, error)
+	// in one statement on the control connection c (see holding.go).
+	holding(ctx context.Context, c *controlConn, holds []watchedHold) ([]holdStatus, error)
 	// checkSession refuses a session whose server cannot lock correctly
 	// (a PostgreSQL hot standby); dlock calls it before the session's
 	// first lock statement, and again until it passes.

@@ -39,7 +39,7 @@ type monitor struct {
 	armed        bool
 	failingSince time.Time
 
-	conn *sql.Conn // the control connection, while locks are held; used by check only
+	conn *controlConn // the control connection, while locks are held; used by check only
 }
 
 // watchedHold is what a check needs of one hold, captured at its grant
@@ -196,7 +196,7 @@ func (m *monitor) ask(ctx context.Context, pool *sql.DB, holds []watchedHold) ([
 		if err != nil {
 			return nil, err
 		}
-		m.conn = c
+		m.conn = &controlConn{Conn: c}
 	}
 	status, err := m.be.holding(ctx, m.conn, holds)
 	if err != nil {

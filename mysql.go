@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -232,62 +231,6 @@ func (*mysqlBackend) held(ctx context.Context, t target, k any, _ options) (bool
 	var r sql.NullInt64
 	err := t.q.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+k.(*mysqlStmts).lit+") = CONNECTION_ID()").Scan(&r)
 	return r.Valid && r.Int64 == 1, err
-}
-
-// holding asks IS_USED_LOCK of every name held, in one statement, and
-// compares the holder's connection id with each hold's session; the last
-// column lists which of those sessions are still there (the pool's user
-// sees its own sessions in the processlist).
-func (*mysqlBackend) holding(ctx context.Context, c *sql.Conn, holds []watchedHold) ([]holdStatus, error) {
-	col := make(map[string]int)
-	ids := make(map[int64]bool)
-	var q, in strings.Builder
-	q.WriteString("SELECT ")
-	for _, h := range holds {
-		if !ids[h.sessionID] {
-			if len(ids) > 0 {
-				in.WriteString(",")
-			}
-			ids[h.sessionID] = true
-			in.WriteString(strconv.FormatInt(h.sessionID, 10))
-		}
-		lit := h.stmtKey.(*mysqlStmts).lit
-		if _, ok := col[lit]; ok {
-			continue
-		}
-		col[lit] = len(col)
-		q.WriteString("IS_USED_LOCK(" + lit + "), ")
-	}
-	q.WriteString("(SELECT GROUP_CONCAT(ID) FROM information_schema.PROCESSLIST WHERE ID IN (" + in.String() + "))")
-	owners := make([]sql.NullInt64, len(col))
-	dest := make([]any, len(col)+1)
-	for i := range owners {
-		dest[i] = &owners[i]
-	}
-	var alive sql.NullString
-	dest[len(col)] = &alive
-	if err := c.QueryRowContext(ctx, q.String()).Scan(dest...); err != nil {
-		return nil, err
-	}
-	living := make(map[int64]bool)
-	for _, f := range strings.Split(alive.String, ",") {
-		if id, err := strconv.ParseInt(f, 10, 64); err == nil {
-			living[id] = true
-		}
-	}
-	out := make([]holdStatus, len(holds))
-	for i, h := range holds {
-		o := owners[col[h.stmtKey.(*mysqlStmts).lit]]
-		switch {
-		case o.Valid && o.Int64 == h.sessionID:
-			out[i] = holdHeld
-		case living[h.sessionID]:
-			out[i] = holdDropped
-		default:
-			out[i] = holdSessionEnd
-		}
-	}
-	return out, nil
 }
 
 // checkSession has nothing to check: a read-only server or a Galera node

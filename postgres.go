@@ -311,67 +311,6 @@ func (pgBackend) held(ctx context.Context, t target, k any, o options) (bool, er
 	return ok, err
 }
 
-// pgHoldingSQL lists the advisory locks on bigint keys that the backends
-// in $1 (a comma-separated list of pids) hold, with the key rebuilt from
-// its two halves, then each of those backends that is still there, with
-// a NULL key.
-const pgHoldingSQL = "SELECT pid, (classid::bigint << 32) | objid::bigint, mode = 'ShareLock' FROM pg_locks" +
-	" WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = ANY (string_to_array($1, ',')::int[])" +
-	" UNION ALL SELECT pid, NULL, NULL FROM pg_stat_activity WHERE pid = ANY (string_to_array($1, ',')::int[])"
-
-func (pgBackend) holding(ctx context.Context, c *sql.Conn, holds []watchedHold) ([]holdStatus, error) {
-	type held struct {
-		pid    int64
-		key    int64
-		shared bool
-	}
-	pids := make([]string, 0, len(holds))
-	seen := make(map[int64]bool)
-	for _, h := range holds {
-		if !seen[h.sessionID] {
-			seen[h.sessionID] = true
-			pids = append(pids, strconv.FormatInt(h.sessionID, 10))
-		}
-	}
-	rows, err := c.QueryContext(ctx, pgHoldingSQL, strings.Join(pids, ","))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	shown := make(map[held]bool)
-	alive := make(map[int64]bool)
-	for rows.Next() {
-		var (
-			pid    int64
-			key    sql.NullInt64
-			shared sql.NullBool
-		)
-		if err := rows.Scan(&pid, &key, &shared); err != nil {
-			return nil, err
-		}
-		if key.Valid {
-			shown[held{pid, key.Int64, shared.Bool}] = true
-		} else {
-			alive[pid] = true
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	out := make([]holdStatus, len(holds))
-	for i, h := range holds {
-		switch {
-		case shown[held{h.sessionID, h.dbKey.(int64), h.shared}]:
-			out[i] = holdHeld
-		case alive[h.sessionID]:
-			out[i] = holdDropped
-		default:
-			out[i] = holdSessionEnd
-		}
-	}
-	return out, nil
-}
-
 // pgKeepaliveSQL sets the server-side TCP keepalive of the session (see
 // Plugin.ServerKeepalive): idle and interval in seconds, the user timeout
 // in milliseconds. The numbers are in the text, not parameters: pgx sends

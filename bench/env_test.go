@@ -70,6 +70,7 @@ func lockName(parts ...any) string {
 type counter struct {
 	roundTrips atomic.Int64
 	dials      atomic.Int64
+	tap        func(p []byte) // when set, sees every byte the client writes
 }
 
 // countingConn counts round trips on one connection: a burst of writes
@@ -83,6 +84,9 @@ type countingConn struct {
 func (cc *countingConn) Write(p []byte) (int, error) {
 	if !cc.writing.Swap(true) {
 		cc.c.roundTrips.Add(1)
+	}
+	if cc.c.tap != nil {
+		cc.c.tap(p)
 	}
 	return cc.Conn.Write(p)
 }

@@ -17,7 +17,7 @@ func BenchmarkHeldKeys(b *testing.B) {
 		p := s.pool(b)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		for _, n := range []int{1, 10, 100, 1000} {
+		for _, n := range []int{1, 10, 100, 1000, 10000} {
 			for _, impl := range []string{implDlock, implRaw} {
 				b.Run(fmt.Sprintf("keys=%d/impl=%s", n, impl), func(b *testing.B) {
 					tx, conn := p.session(b)

@@ -1,8 +1,10 @@
 package tests
 
 // A measured prototype for issue 22 item 4: a loss-check statement whose
-// SQL text does not grow with the number of holds. It is not a test of
-// dlock (it sends its own SQL) and runs only with DLOCK_CHECK_SCALE=1,
+// SQL text does not grow with the number of holds. dlock took a JSON_TABLE
+// form on MySQL and MariaDB (holding.go); bench's BenchmarkLossCheck times
+// the statements dlock sends. This test is not a test of dlock (it sends
+// its own SQL) and runs only with DLOCK_CHECK_SCALE=1,
 // without -race (it reports client CPU):
 //
 //	DLOCK_CHECK_SCALE=1 go test -count=1 -run TestLossCheckScale -v ./

@@ -55,6 +55,7 @@ var groups = []group{
 	{"^BenchmarkHandoff$", "100x", "1"},
 	{"^BenchmarkContention$", "0.4s", "1"},
 	{"^BenchmarkHeldKeys$", "0.3s", "1"},
+	{"^BenchmarkHeldMemory$", "1x", "1"},
 	{"^BenchmarkSessions$", "0.25s", "1"},
 }
 

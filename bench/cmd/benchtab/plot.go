@@ -86,9 +86,9 @@ func plotGrowth(r *results, path string) error {
 	held.X.Label.Text = "locks held (log scale)"
 	held.Y.Label.Text = "µs per lock (acquire + release)"
 	held.X.Scale = plot.LogScale{}
-	keyXs := []float64{1, 10, 100, 1000}
+	keyXs := []float64{1, 10, 100, 1000, 10000}
 	held.X.Tick.Marker = ticks(keyXs)
-	held.X.Min, held.X.Max = 1, 1000
+	held.X.Min, held.X.Max = 1, 10000
 	top := 0.0
 	for _, db := range dbs {
 		for _, impl := range []string{"dlock", "raw"} {

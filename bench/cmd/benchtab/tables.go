@@ -383,7 +383,7 @@ func writeGrowth(w io.Writer, r *results, dbs []string) {
 	}
 	fmt.Fprintln(w, head)
 	fmt.Fprintln(w, sep)
-	for _, k := range []string{"1", "10", "100", "1000"} {
+	for _, k := range []string{"1", "10", "100", "1000", "10000"} {
 		s := "| " + k + " |"
 		for _, db := range dbs {
 			name := func(impl string) string { return "HeldKeys/db=" + db + "/keys=" + k + "/impl=" + impl }
@@ -392,6 +392,16 @@ func writeGrowth(w io.Writer, r *results, dbs []string) {
 		fmt.Fprintln(w, s)
 	}
 	fmt.Fprintln(w)
+	var mem []string
+	for _, db := range dbs {
+		if v, ok := r.get("HeldMemory/db="+db, "B/hold"); ok {
+			mem = append(mem, fmt.Sprintf("%s %.0f B", dbTitle(db), v))
+		}
+	}
+	if len(mem) > 0 {
+		fmt.Fprintln(w, "Heap per held lock, 10 000 locks held at once on one session (`BenchmarkHeldMemory`): "+strings.Join(mem, ", ")+".")
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintln(w, "Concurrent sessions on distinct keys: N sessions, each in a loop of acquire and release on a key of its own; cycles per second of all together.")
 	fmt.Fprintln(w)
 	head, sep = "| sessions |", "|---|"
