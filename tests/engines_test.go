@@ -246,7 +246,7 @@ func TestGroupReplicationMultiPrimaryRefused(t *testing.T) {
 func TestMySQLSuperReadOnlyRefused(t *testing.T) {
 	dsn := os.Getenv("DLOCK_TEST_MYSQL_SUPER_READ_ONLY_DSN")
 	if dsn == "" {
-		t.Skip("set DLOCK_TEST_MYSQL_SUPER_READ_ONLY_DSN to run against a MySQL 8 server the test may make super_read_only")
+		t.Skip("set DLOCK_TEST_MYSQL_SUPER_READ_ONLY_DSN to run against a MySQL 8 server whose super_read_only the test may switch")
 	}
 	ctx := context.Background()
 	_, raw := openEngine(t, dialectMySQL, dsn, "MySQL")
