@@ -9,9 +9,6 @@ import (
 	"weak"
 )
 
-// defaultCheckInterval is Plugin.CheckInterval's default.
-const defaultCheckInterval = 500 * time.Millisecond
-
 // monitor checks, from a control connection of one pool, that the locks
 // held through the pool are still held: one statement per interval for
 // all of them, and only while some are held. A hold the server no longer

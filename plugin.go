@@ -12,6 +12,7 @@ const pluginName = "gorm:dlock"
 const (
 	defaultReleaseTimeout  = 5 * time.Second
 	defaultServerKeepalive = 5 * time.Second
+	defaultCheckInterval   = 500 * time.Millisecond
 )
 
 // Plugin registers dlock with a *gorm.DB:
