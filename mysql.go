@@ -55,13 +55,29 @@ type mysqlStmts struct {
 
 func (*mysqlBackend) stmtKey(dbKey any) any {
 	// The three strings share one allocation: the two statements, written
-	// one after the other, with the literal inside the first.
-	lit := mysqlLiteral(dbKey.(string))
+	// one after the other, with the literal (mysqlLiteral's text, written
+	// here in place) inside each.
+	name := dbKey.(string)
 	const try0, try1, rel0, rel1 = "SELECT GET_LOCK(", ", 0), CONNECTION_ID()", "SELECT RELEASE_LOCK(", ")"
-	all := try0 + lit + try1 + rel0 + lit + rel1
-	tryEnd := len(try0) + len(lit) + len(try1)
+	const head, digits = "_utf8mb4 X'", "0123456789abcdef"
+	litLen := len(head) + 2*len(name) + 1
+	var b strings.Builder
+	b.Grow(len(try0) + len(try1) + len(rel0) + len(rel1) + 2*litLen)
+	for _, part := range [...]string{try0, try1, rel0, rel1} {
+		if part == try1 || part == rel1 {
+			b.WriteString(head)
+			for i := 0; i < len(name); i++ {
+				b.WriteByte(digits[name[i]>>4])
+				b.WriteByte(digits[name[i]&0xf])
+			}
+			b.WriteByte('\'')
+		}
+		b.WriteString(part)
+	}
+	all := b.String()
+	tryEnd := len(try0) + litLen + len(try1)
 	return &mysqlStmts{
-		lit:     all[len(try0) : len(try0)+len(lit)],
+		lit:     all[len(try0) : len(try0)+litLen],
 		try:     all[:tryEnd],
 		release: all[tryEnd:],
 	}
