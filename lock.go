@@ -108,17 +108,18 @@ func New(tx *gorm.DB, key any, opts ...Option) (*Lock, error) {
 
 // newLock is New with the mode options applied.
 func newLock(tx *gorm.DB, key any, mode options) (*Lock, error) {
-	return newLockKeyed(tx, key, nil, mode)
+	return newLockKeyed(tx, key, nil, mode, nil)
 }
 
 // newLockKeyed is newLock with the key's dbKey, when the caller has it
 // already (nil: work it out).
-func newLockKeyed(tx *gorm.DB, key, dbKey any, mode options) (*Lock, error) {
+func newLockKeyed(tx *gorm.DB, key, dbKey any, mode options, p *pin) (*Lock, error) {
 	reg, err := registered(tx)
 	if err != nil {
 		return nil, err
 	}
 	l := &Lock{db: tx, key: key, dbKey: dbKey, mode: mode}
+	l.bind.pin = p // nil: bindSession finds it
 	l.bind.reg, l.bind.backend = reg, reg.server.backend
 	if err := l.bindSession(tx); err != nil {
 		return nil, err
@@ -150,7 +151,9 @@ func (l *Lock) bindSession(tx *gorm.DB) error {
 		if l.mode.xact {
 			return fmt.Errorf("%w: Xact needs a tx inside db.Transaction", ErrNotInTransaction)
 		}
-		l.bind.pin = pinOf(c)
+		if l.bind.pin == nil {
+			l.bind.pin = pinOf(c)
+		}
 		l.bind.handle, l.bind.tx, l.bind.sess = c, txUnknown, l.bind.pin.sess
 		return nil
 	case *sql.Tx:

@@ -101,7 +101,11 @@ type deadline struct {
 // lockAndRun acquires key on tx's session, runs fn and releases. ctx is
 // fn's: it carries h, the key fn runs under.
 func lockAndRun(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc, key any, h *heldKey, fn func(tx *gorm.DB) error, o options, by deadline) error {
-	l, err := newLockKeyed(tx, key, h.dbKey, options{shared: o.shared, xact: o.xact})
+	var p *pin // the pin connection found; a transaction's Lock has none
+	if !o.xact {
+		p = h.pin
+	}
+	l, err := newLockKeyed(tx, key, h.dbKey, options{shared: o.shared, xact: o.xact}, p)
 	if err != nil {
 		return err
 	}
@@ -178,7 +182,17 @@ func connection(ctx context.Context, db *gorm.DB, reg registration, h *heldKey, 
 	if owned {
 		defer func() { _ = conn.Close() }()
 	}
-	p := pinOf(conn)
+	var p *pin
+	if owned {
+		var s *session
+		p, s = ownPin(conn)
+		defer p.disown(s) // before the Close
+	} else {
+		p = pinOf(conn)
+	}
+	if h != nil {
+		h.pin = p
+	}
 	since := p.sess.nextID.Load()
 	ctx, lost := fnContext(ctx, h)
 	defer lost(nil)
@@ -241,6 +255,7 @@ type heldKey struct {
 	server *server // the pool's
 	dbKey  any
 	parent *heldKey
+	pin    *pin // the session's, for WithLock's own Lock; set by connection
 	// For the Observer, when no session could be had for the acquire.
 	key  any
 	mode options
