@@ -41,7 +41,11 @@ type mysqlBackend struct {
 }
 
 func (*mysqlBackend) dbKey(key any, prefix string) (any, error) {
-	return mysqlName(key, prefix)
+	name, err := mysqlName(key, prefix)
+	if s, ok := key.(string); ok && err == nil && s == name {
+		return key, nil // the name is the key: no second boxing
+	}
+	return name, err
 }
 
 // mysqlStmts is a lock name with the fixed text of its statements,
@@ -149,13 +153,14 @@ func (b *mysqlBackend) waitSQL(k *mysqlStmts, bd waitBound) string {
 
 func (b *mysqlBackend) lock(ctx context.Context, t target, k any, _ options, bd waitBound, c *canceller) (bool, error) {
 	q := t.q
-	var (
+	var v struct { // one allocation for both columns
 		r  sql.NullInt64
 		at int64
-	)
+	}
 	c.start()
-	err := q.QueryRowContext(ctx, b.lockSQL(k.(*mysqlStmts), bd)).Scan(&r, &at)
+	err := q.QueryRowContext(ctx, b.lockSQL(k.(*mysqlStmts), bd)).Scan(&v.r, &v.at)
 	c.stop()
+	r, at := v.r, v.at
 	if err != nil {
 		return false, err
 	}
