@@ -72,8 +72,17 @@ type Lock struct {
 	holdGen   uint64        // counts grants, so that a late loss check of an earlier hold is ignored
 	heldSince time.Time     // the grant, when timed for the Observer or the Logger
 	done      chan struct{} // closed when the current hold ends; made by Done
-	onLost    func(error)   // called when the current hold is found lost (WithLock)
+	onLost    lossListener  // told when the current hold is found lost (WithLock, Elector)
 }
+
+// lossListener is told why a hold was found lost: fn's context of a
+// WithLock (*fnCtx, with no allocation to pass it), or a lossFunc.
+type lossListener interface{ lose(why error) }
+
+// lossFunc is a func as a lossListener.
+type lossFunc func(why error)
+
+func (f lossFunc) lose(why error) { f(why) }
 
 // closedChan is the channel Done returns when a Lock holds nothing.
 var closedChan = func() chan struct{} {
@@ -356,7 +365,7 @@ func (l *Lock) toLostStateLocked(why error) loss {
 	}
 	l.state, l.lostErr, l.lossTold, l.heldSince = stateLost, why, false, time.Time{}
 	if l.onLost != nil {
-		l.onLost(why)
+		l.onLost.lose(why)
 	}
 	l.endHoldStateLocked()
 	return lost
@@ -412,14 +421,14 @@ func (l *Lock) releasedAsLeak(ctx context.Context) {
 
 // notifyLost makes f be called with the reason if the current hold is
 // found lost, at once if it already was.
-func (l *Lock) notifyLost(f func(error)) {
+func (l *Lock) notifyLost(f lossListener) {
 	l.stateMu.Lock()
 	defer l.stateMu.Unlock()
 	switch l.state {
 	case stateHeld:
 		l.onLost = f
 	case stateLost:
-		f(l.lostErr)
+		f.lose(l.lostErr)
 	}
 }
 

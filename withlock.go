@@ -85,7 +85,7 @@ func withLock(ctx context.Context, db *gorm.DB, reg registration, key any, fn fu
 	h := &heldKey{server: reg.server, dbKey: dbKey, key: key, mode: options{shared: o.shared, xact: o.xact}, wait: o.wait}
 	// The Lock's statements use ctx: fn's context (with h and the loss)
 	// matters only once fn runs, and is made lazily (see fnCtx).
-	run := func(_ context.Context, tx *gorm.DB, lost context.CancelCauseFunc) error {
+	run := func(_ context.Context, tx *gorm.DB, lost *fnCtx) error {
 		return lockAndRun(ctx, tx, lost, key, h, fn, o, by)
 	}
 	if o.xact {
@@ -103,7 +103,7 @@ type deadline struct {
 // lockAndRun acquires key on tx's session, runs fn and releases. ctx is
 // WithLock's; fn's (tx.Statement.Context) carries h, the key fn runs
 // under, and ends with lost.
-func lockAndRun(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc, key any, h *heldKey, fn func(tx *gorm.DB) error, o options, by deadline) error {
+func lockAndRun(ctx context.Context, tx *gorm.DB, lost lossListener, key any, h *heldKey, fn func(tx *gorm.DB) error, o options, by deadline) error {
 	var p *pin // the pin connection found; a transaction's Lock has none
 	if !o.xact {
 		p = h.pin
@@ -167,7 +167,7 @@ func Connection(ctx context.Context, db *gorm.DB, fn func(tx *gorm.DB) error) er
 		// No dlock Lock can be made on it: plain db.Connection.
 		return db.WithContext(ctx).Connection(fn)
 	}
-	return oneLine(connection(ctx, db, reg, nil, deadline{}, func(_ context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error { return fn(tx) }))
+	return oneLine(connection(ctx, db, reg, nil, deadline{}, func(_ context.Context, tx *gorm.DB, _ *fnCtx) error { return fn(tx) }))
 }
 
 // connection runs fn on a pinned session (see pinSession) and releases
@@ -201,7 +201,7 @@ func connection(ctx context.Context, db *gorm.DB, reg registration, h *heldKey, 
 	defer fc.end()
 	tx := base.WithContext(fc) // the one Session fn and dlock's calls share
 	tx.Statement.ConnPool = conn
-	return runThen(func() error { return fn(fc, tx, fc.lose) },
+	return runThen(func() error { return fn(fc, tx, fc) },
 		func() error { return releaseLeaked(ctx, tx, conn, p, since) })
 }
 
@@ -219,7 +219,7 @@ func fnContext(ctx context.Context, h *heldKey) *fnCtx {
 // sessionFunc is what connection and withTransaction run: fn with its
 // context and tx, and the function that ends that context when a lock is
 // found lost.
-type sessionFunc func(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc) error
+type sessionFunc func(ctx context.Context, tx *gorm.DB, lost *fnCtx) error
 
 // withTransaction runs fn inside a transaction: a savepoint when db is
 // already in one; else a transaction on the session connection pins.
@@ -228,13 +228,13 @@ func withTransaction(ctx context.Context, db *gorm.DB, reg registration, h *held
 		return tx.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 			fc := fnContext(ctx, h)
 			defer fc.end()
-			return fn(fc, tx.WithContext(fc), fc.lose)
+			return fn(fc, tx.WithContext(fc), fc)
 		})
 	}
 	if isTransaction(db) {
 		return inTx(ctx, db)
 	}
-	return connection(ctx, db, reg, h, by, func(ctx context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error {
+	return connection(ctx, db, reg, h, by, func(ctx context.Context, tx *gorm.DB, _ *fnCtx) error {
 		if c, ok := tx.Statement.ConnPool.(*sql.Conn); ok {
 			if st, known := pgxTxStatus(c); known && st != 'I' {
 				return fmt.Errorf("%w: Xact: a transaction is already open on this session; pass its tx to WithLock", ErrNotPinned)
