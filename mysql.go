@@ -3,6 +3,7 @@ package dlock
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
@@ -152,15 +153,21 @@ func (b *mysqlBackend) waitSQL(k *mysqlStmts, bd waitBound) string {
 }
 
 func (b *mysqlBackend) lock(ctx context.Context, t target, k any, _ options, bd waitBound, c *canceller) (bool, error) {
-	q := t.q
-	var v struct { // one allocation for both columns
-		r  sql.NullInt64
-		at int64
-	}
+	var row [2]driver.Value
 	c.start()
-	err := q.QueryRowContext(ctx, b.lockSQL(k.(*mysqlStmts), bd)).Scan(&v.r, &v.at)
+	err := queryRow(ctx, t.q, b.lockSQL(k.(*mysqlStmts), bd), row[:])
 	c.stop()
-	r, at := v.r, v.at
+	if err != nil {
+		return false, err
+	}
+	var r sql.NullInt64
+	if r.Int64, r.Valid, err = valueInt(row[0]); err != nil {
+		return false, err
+	}
+	at, valid, err := valueInt(row[1])
+	if err == nil && !valid {
+		err = errors.New("dlock: CONNECTION_ID() returned NULL")
+	}
 	if err != nil {
 		return false, err
 	}
@@ -174,9 +181,12 @@ func (b *mysqlBackend) lock(ctx context.Context, t target, k any, _ options, bd 
 }
 
 func (*mysqlBackend) unlock(ctx context.Context, t target, k any, _ options) (bool, error) {
-	var r sql.NullInt64
-	err := t.q.QueryRowContext(ctx, k.(*mysqlStmts).release).Scan(&r)
-	return r.Valid && r.Int64 == 1, err
+	var row [1]driver.Value
+	if err := queryRow(ctx, t.q, k.(*mysqlStmts).release, row[:]); err != nil {
+		return false, err
+	}
+	n, valid, err := valueInt(row[0])
+	return valid && n == 1, err
 }
 
 func (*mysqlBackend) held(ctx context.Context, t target, k any, _ options) (bool, error) {

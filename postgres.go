@@ -3,7 +3,9 @@ package dlock
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -129,9 +131,7 @@ func (pgBackend) lock(ctx context.Context, t target, k any, o options, b waitBou
 		if t.check != 0 {
 			return pgTryOnBackend(ctx, q, key, o, t.check)
 		}
-		var ok bool
-		err := q.QueryRowContext(ctx, pgStmt(o).try, key).Scan(&ok)
-		return ok, err
+		return pgBool(ctx, q, pgStmt(o).try, key)
 	case b.wait <= 0 && !b.cancellable:
 		return pgWaitForever(ctx, q, tx, key, o)
 	}
@@ -239,8 +239,19 @@ func (pgBackend) unlock(ctx context.Context, t target, k any, o options) (bool, 
 	if t.check != 0 {
 		return pgUnlockOnBackend(ctx, t.q, k, o, t.check)
 	}
-	var ok bool
-	err := t.q.QueryRowContext(ctx, pgStmt(o).unlock, k).Scan(&ok)
+	return pgBool(ctx, t.q, pgStmt(o).unlock, k)
+}
+
+// pgBool runs a statement of one boolean column, never NULL, on key.
+func pgBool(ctx context.Context, q querier, query string, key any) (bool, error) {
+	var row [1]driver.Value
+	if err := queryRow(ctx, q, query, row[:], key); err != nil {
+		return false, err
+	}
+	ok, valid, err := valueBool(row[0])
+	if err == nil && !valid {
+		err = fmt.Errorf("dlock: %s returned NULL", query)
+	}
 	return ok, err
 }
 
