@@ -3,7 +3,6 @@ package dlock
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
@@ -153,9 +152,8 @@ func (b *mysqlBackend) waitSQL(k *mysqlStmts, bd waitBound) string {
 }
 
 func (b *mysqlBackend) lock(ctx context.Context, t target, k any, _ options, bd waitBound, c *canceller) (bool, error) {
-	var row [2]driver.Value
 	c.start()
-	err := queryRow(ctx, t.q, b.lockSQL(k.(*mysqlStmts), bd), row[:])
+	row, err := queryRow(ctx, t.q, b.lockSQL(k.(*mysqlStmts), bd), 2)
 	c.stop()
 	if err != nil {
 		return false, err
@@ -181,8 +179,8 @@ func (b *mysqlBackend) lock(ctx context.Context, t target, k any, _ options, bd 
 }
 
 func (*mysqlBackend) unlock(ctx context.Context, t target, k any, _ options) (bool, error) {
-	var row [1]driver.Value
-	if err := queryRow(ctx, t.q, k.(*mysqlStmts).release, row[:]); err != nil {
+	row, err := queryRow(ctx, t.q, k.(*mysqlStmts).release, 1)
+	if err != nil {
 		return false, err
 	}
 	n, valid, err := valueInt(row[0])

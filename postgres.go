@@ -3,7 +3,6 @@ package dlock
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strconv"
@@ -244,8 +243,8 @@ func (pgBackend) unlock(ctx context.Context, t target, k any, o options) (bool, 
 
 // pgBool runs a statement of one boolean column, never NULL, on key.
 func pgBool(ctx context.Context, q querier, query string, key any) (bool, error) {
-	var row [1]driver.Value
-	if err := queryRow(ctx, q, query, row[:], key); err != nil {
+	row, err := queryRow(ctx, q, query, 1, key)
+	if err != nil {
 		return false, err
 	}
 	ok, valid, err := valueBool(row[0])

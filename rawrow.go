@@ -10,8 +10,8 @@ import (
 	"strconv"
 )
 
-// queryRow runs query, which returns one row of len(dest) columns, on q
-// and stores the row's values in dest as the driver gives them (nil for
+// queryRow runs query, which returns one row of ncol columns, on q and
+// returns the row's values as the driver gives them (nil for
 // NULL; decimal text as int64, other text as string; see ownValue). It
 // does what q.QueryRowContext(ctx, query, args...).Scan does with
 // destinations of type *any, with the same statement on the wire and the
@@ -23,45 +23,68 @@ import (
 // arguments (an int64, or a string, or none) need no conversion. Raw holds
 // the connection as a query does, and a driver.ErrBadConn or invalid
 // connection makes database/sql discard it as after a query.
-func queryRow(ctx context.Context, q querier, query string, dest []driver.Value, args ...any) error {
+func queryRow(ctx context.Context, q querier, query string, ncol int, args ...any) (row [maxRowCols]driver.Value, err error) {
+	if ncol > maxRowCols || len(args) > maxRowArgs {
+		return row, fmt.Errorf("dlock: queryRow: %d columns, %d arguments", ncol, len(args))
+	}
+	// One allocation for everything the driver or database/sql keeps a
+	// pointer to; args is only read, so it stays on the caller's stack.
+	b := new(rowBuf)
+	b.nargs = copy(b.args[:], args)
+	dest := b.dest[:ncol]
 	// Only with a context the driver does not watch: database/sql adds
 	// its own watching of a cancellable one.
 	if c, ok := q.(*sql.Conn); ok && ctx.Done() == nil {
 		var skip bool
-		err := c.Raw(func(dc any) error {
+		err = c.Raw(func(dc any) error {
 			var err error
-			skip, err = driverQueryRow(ctx, dc, query, dest, args)
+			skip, err = driverQueryRow(ctx, dc, query, dest, b)
 			return err
 		})
 		if !skip {
-			return err
+			return b.dest, err
 		}
 	}
-	ptrs := make([]any, len(dest))
+	ptrs := b.ptrs[:ncol]
 	for i := range dest {
 		ptrs[i] = &dest[i]
 	}
-	if err := q.QueryRowContext(ctx, query, args...).Scan(ptrs...); err != nil {
-		return err
+	if err := q.QueryRowContext(ctx, query, b.args[:b.nargs]...).Scan(ptrs...); err != nil {
+		return b.dest, err
 	}
 	for i, v := range dest {
 		dest[i] = ownValue(v)
 	}
-	return nil
+	return b.dest, nil
+}
+
+// The most columns and arguments a queryRow statement has.
+const (
+	maxRowCols = 2
+	maxRowArgs = 1
+)
+
+// rowBuf is what one queryRow hands to the driver or database/sql.
+type rowBuf struct {
+	dest  [maxRowCols]driver.Value
+	ptrs  [maxRowCols]any
+	args  [maxRowArgs]any
+	named [maxRowArgs]driver.NamedValue
+	nargs int
 }
 
 // driverQueryRow is queryRow on the driver connection dc. skip says the
 // driver cannot run it this way (the caller goes through database/sql).
-func driverQueryRow(ctx context.Context, dc any, query string, dest []driver.Value, args []any) (skip bool, err error) {
+func driverQueryRow(ctx context.Context, dc any, query string, dest []driver.Value, b *rowBuf) (skip bool, err error) {
 	qc, ok := dc.(driver.QueryerContext)
 	if !ok {
 		return true, nil
 	}
 	var named []driver.NamedValue
-	if len(args) > 0 {
-		named = make([]driver.NamedValue, len(args))
+	if b.nargs > 0 {
+		named = b.named[:b.nargs]
 		checker, _ := dc.(driver.NamedValueChecker)
-		for i, a := range args {
+		for i, a := range b.args[:b.nargs] {
 			named[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
 			if checker == nil {
 				if !driver.IsValue(a) {
