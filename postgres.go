@@ -41,7 +41,21 @@ import (
 type pgBackend struct{}
 
 func (pgBackend) dbKey(key any, prefix string) (any, error) {
-	return pgKey(key, prefix)
+	s, isString := key.(string)
+	if isString {
+		if k, ok := pgKeys.get(s, prefix); ok {
+			return k, nil
+		}
+	}
+	k, err := pgKey(key, prefix)
+	if err != nil {
+		return nil, err
+	}
+	dbKey := any(k)
+	if isString {
+		pgKeys.put(s, prefix, dbKey)
+	}
+	return dbKey, nil
 }
 
 func (pgBackend) stmtKey(dbKey any) any { return dbKey }
