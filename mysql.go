@@ -65,6 +65,11 @@ func (*mysqlBackend) stmtKey(dbKey any) any {
 	const try0, try1, rel0, rel1 = "SELECT GET_LOCK(", ", 0), CONNECTION_ID()", "SELECT RELEASE_LOCK(", ")"
 	const head, digits = "_utf8mb4 X'", "0123456789abcdef"
 	litLen := len(head) + 2*len(name) + 1
+	tryEnd := len(try0) + litLen + len(try1)
+	if e := mysqlStmtTexts.get(name, ""); e != nil { // a recent name: the same text
+		all := e.text
+		return &mysqlStmts{lit: all[len(try0) : len(try0)+litLen], try: all[:tryEnd], release: all[tryEnd:]}
+	}
 	var b strings.Builder
 	b.Grow(len(try0) + len(try1) + len(rel0) + len(rel1) + 2*litLen)
 	for _, part := range [...]string{try0, try1, rel0, rel1} {
@@ -79,13 +84,17 @@ func (*mysqlBackend) stmtKey(dbKey any) any {
 		b.WriteString(part)
 	}
 	all := b.String()
-	tryEnd := len(try0) + litLen + len(try1)
+	mysqlStmtTexts.put(&cachedKey{key: name, text: all})
 	return &mysqlStmts{
 		lit:     all[len(try0) : len(try0)+litLen],
 		try:     all[:tryEnd],
 		release: all[tryEnd:],
 	}
 }
+
+// mysqlStmtTexts remembers the statement text stmtKey wrote for recent
+// names (the text only: each Lock gets its own mysqlStmts).
+var mysqlStmtTexts = newKeyCache()
 
 func (*mysqlBackend) checkMode(o options) error {
 	switch {

@@ -43,8 +43,8 @@ type pgBackend struct{}
 func (pgBackend) dbKey(key any, prefix string) (any, error) {
 	s, isString := key.(string)
 	if isString {
-		if k, ok := pgKeys.get(s, prefix); ok {
-			return k, nil
+		if e := pgKeys.get(s, prefix); e != nil {
+			return e.dbKey, nil
 		}
 	}
 	k, err := pgKey(key, prefix)
@@ -53,7 +53,7 @@ func (pgBackend) dbKey(key any, prefix string) (any, error) {
 	}
 	dbKey := any(k)
 	if isString {
-		pgKeys.put(s, prefix, dbKey)
+		pgKeys.put(&cachedKey{key: s, prefix: prefix, dbKey: dbKey})
 	}
 	return dbKey, nil
 }
