@@ -69,8 +69,8 @@ func pinOf(c *sql.Conn) *pin {
 }
 
 // ownPin returns the pin of c, a session that a Connection or WithLock
-// just took from the pool and closes when it returns, and the function
-// to call before that close. Registering c in connPins (a weak pointer and
+// just took from the pool and closes when it returns, and the session to
+// hand to disown before that close. Registering c in connPins (a weak pointer and
 // a cleanup per *sql.Conn) waits until a lookup of c asks for it (see
 // pinOf): the call's own Lock gets the pin directly.
 func ownPin(c *sql.Conn) (*pin, *session) {

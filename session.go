@@ -22,7 +22,9 @@ import (
 // belongs to another Lock on the same key.
 //
 // A session holds no reference to its connection, *sql.Conn or *sql.Tx,
-// so that the weak registries below can forget it once they are gone.
+// so that the weak registries below can forget it once they are gone;
+// the one exception, owned, lasts while a Connection or WithLock runs on
+// a *sql.Conn it took from the pool, and ends before it closes it.
 type session struct {
 	sem    chan struct{}       // the per-session mutex; ctx-aware
 	nextID atomic.Uint64       // Lock sequence numbers
