@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,6 +34,10 @@ type binding struct {
 type pin struct {
 	sess *session
 	gen  uint64
+	// The *sql.Conn while a Connection or WithLock that took it from the
+	// pool runs on it (see ownPin); nil otherwise, so that connPins never
+	// keeps its key alive.
+	conn atomic.Pointer[sql.Conn]
 }
 
 // target is what the backend's statements run on: the handle, its
@@ -55,7 +60,36 @@ func pinOf(c *sql.Conn) *pin {
 		return p
 	}
 	s := physicalSession(c)
+	if p := s.owned.Load(); p != nil && p.conn.Load() == c {
+		// Pinned by a running Connection or WithLock, which registered
+		// nothing: register it now, for the next lookups.
+		return connPins.loadOrStore(c, func() *pin { return p })
+	}
 	return connPins.loadOrStore(c, func() *pin { return &pin{sess: s, gen: s.pins.Add(1)} })
+}
+
+// ownPin returns the pin of c, a session that a Connection or WithLock
+// just took from the pool and closes when it returns, and the session to
+// hand to disown before that close. Registering c in connPins (a weak pointer and
+// a cleanup per *sql.Conn) waits until a lookup of c asks for it (see
+// pinOf): the call's own Lock gets the pin directly.
+func ownPin(c *sql.Conn) (*pin, *session) {
+	s := physicalSession(c)
+	if s.dcType == nil {
+		return pinOf(c), nil // state for c alone: only connPins finds it
+	}
+	p := &pin{sess: s, gen: s.pins.Add(1)}
+	p.conn.Store(c)
+	s.owned.Store(p)
+	return p, s
+}
+
+// disown ends ownPin's pin p of a session s (nil: nothing to end).
+func (p *pin) disown(s *session) {
+	if s != nil {
+		s.owned.CompareAndSwap(p, nil)
+		p.conn.Store(nil)
+	}
 }
 
 // readyLocked checks that l's session can take l's statements: it is not

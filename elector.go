@@ -334,7 +334,7 @@ func (e *Elector) campaign(ctx context.Context) (*term, error) {
 func (e *Elector) serve(ctx context.Context, t *term, lead func(context.Context) error) (pause bool, err error) {
 	lctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	t.lock.notifyLost(func(why error) { // under the Lock's state mutex: be quick
+	t.lock.notifyLost(lossFunc(func(why error) { // under the Lock's state mutex: be quick
 		if !errors.Is(why, ErrLockLost) {
 			why = fmt.Errorf("%w: %w", ErrLockLost, why)
 		}
@@ -345,7 +345,7 @@ func (e *Elector) serve(ctx context.Context, t *term, lead func(context.Context)
 		t.mu.Unlock()
 		e.leading.Store(false)
 		cancel(why)
-	})
+	}))
 	go e.runBeacon(ctx, t)
 	stop := context.AfterFunc(lctx, func() {
 		if why := t.lost(); why != nil && !t.ledSince().IsZero() {

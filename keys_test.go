@@ -371,3 +371,27 @@ func BenchmarkMySQLNameString(b *testing.B) {
 		}
 	}
 }
+
+// TestPGKeyCache checks that the cached dbKey of a string key is pgKey's,
+// under each prefix, and that a hit allocates nothing.
+func TestPGKeyCache(t *testing.T) {
+	var be pgBackend
+	for _, prefix := range []string{"", "app:", "other:"} {
+		for _, key := range []string{"k", "orders:42", strings.Repeat("x", 300)} {
+			for range 2 { // a miss, then a hit
+				got, err := be.dbKey(key, prefix)
+				want, _ := pgKey(key, prefix)
+				if err != nil || got != any(want) {
+					t.Fatalf("dbKey(%q, %q) = %v, %v; want %v", key, prefix, got, err, want)
+				}
+			}
+		}
+	}
+	if _, err := be.dbKey("", ""); err == nil {
+		t.Error("dbKey of an empty key: no error")
+	}
+	_, _ = be.dbKey("hot", "")
+	if n := testing.AllocsPerRun(100, func() { _, _ = be.dbKey("hot", "") }); n != 0 {
+		t.Errorf("a cached dbKey allocates %v times", n)
+	}
+}

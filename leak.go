@@ -14,7 +14,8 @@ import (
 
 // releaseLeaked releases the holds made on the session of conn after
 // Lock sequence number since, when fn of Connection or WithLock returned,
-// and reports them with ErrLeaked.
+// and reports them with ErrLeaked. The releases run with ctx's values but
+// not its cancellation.
 func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, p *pin, since uint64) error {
 	reg, err := registered(tx)
 	if err != nil {
@@ -31,6 +32,7 @@ func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, p *pin, sin
 	if len(leaked) == 0 {
 		return nil
 	}
+	ctx = quiet(ctx)
 	keys := make([]string, len(leaked))
 	for i, h := range leaked {
 		keys[i] = keyText(h.key)

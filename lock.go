@@ -72,8 +72,17 @@ type Lock struct {
 	holdGen   uint64        // counts grants, so that a late loss check of an earlier hold is ignored
 	heldSince time.Time     // the grant, when timed for the Observer or the Logger
 	done      chan struct{} // closed when the current hold ends; made by Done
-	onLost    func(error)   // called when the current hold is found lost (WithLock)
+	onLost    lossListener  // told when the current hold is found lost (WithLock, Elector)
 }
+
+// lossListener is told why a hold was found lost: fn's context of a
+// WithLock (*fnCtx, with no allocation to pass it), or a lossFunc.
+type lossListener interface{ lose(why error) }
+
+// lossFunc is a func as a lossListener.
+type lossFunc func(why error)
+
+func (f lossFunc) lose(why error) { f(why) }
 
 // closedChan is the channel Done returns when a Lock holds nothing.
 var closedChan = func() chan struct{} {
@@ -108,17 +117,18 @@ func New(tx *gorm.DB, key any, opts ...Option) (*Lock, error) {
 
 // newLock is New with the mode options applied.
 func newLock(tx *gorm.DB, key any, mode options) (*Lock, error) {
-	return newLockKeyed(tx, key, nil, mode)
+	return newLockKeyed(tx, key, nil, mode, nil)
 }
 
 // newLockKeyed is newLock with the key's dbKey, when the caller has it
 // already (nil: work it out).
-func newLockKeyed(tx *gorm.DB, key, dbKey any, mode options) (*Lock, error) {
+func newLockKeyed(tx *gorm.DB, key, dbKey any, mode options, p *pin) (*Lock, error) {
 	reg, err := registered(tx)
 	if err != nil {
 		return nil, err
 	}
 	l := &Lock{db: tx, key: key, dbKey: dbKey, mode: mode}
+	l.bind.pin = p // nil: bindSession finds it
 	l.bind.reg, l.bind.backend = reg, reg.server.backend
 	if err := l.bindSession(tx); err != nil {
 		return nil, err
@@ -150,7 +160,9 @@ func (l *Lock) bindSession(tx *gorm.DB) error {
 		if l.mode.xact {
 			return fmt.Errorf("%w: Xact needs a tx inside db.Transaction", ErrNotInTransaction)
 		}
-		l.bind.pin = pinOf(c)
+		if l.bind.pin == nil {
+			l.bind.pin = pinOf(c)
+		}
 		l.bind.handle, l.bind.tx, l.bind.sess = c, txUnknown, l.bind.pin.sess
 		return nil
 	case *sql.Tx:
@@ -365,7 +377,7 @@ func (l *Lock) toLostStateLocked(why error) loss {
 	}
 	l.state, l.lostErr, l.lossTold, l.heldSince = stateLost, why, false, time.Time{}
 	if l.onLost != nil {
-		l.onLost(why)
+		l.onLost.lose(why)
 	}
 	l.endHoldStateLocked()
 	return lost
@@ -421,14 +433,14 @@ func (l *Lock) releasedAsLeak(ctx context.Context) {
 
 // notifyLost makes f be called with the reason if the current hold is
 // found lost, at once if it already was.
-func (l *Lock) notifyLost(f func(error)) {
+func (l *Lock) notifyLost(f lossListener) {
 	l.stateMu.Lock()
 	defer l.stateMu.Unlock()
 	switch l.state {
 	case stateHeld:
 		l.onLost = f
 	case stateLost:
-		f(l.lostErr)
+		f.lose(l.lostErr)
 	}
 }
 

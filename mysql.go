@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -40,7 +41,11 @@ type mysqlBackend struct {
 }
 
 func (*mysqlBackend) dbKey(key any, prefix string) (any, error) {
-	return mysqlName(key, prefix)
+	name, err := mysqlName(key, prefix)
+	if s, ok := key.(string); ok && err == nil && s == name {
+		return key, nil // the name is the key: no second boxing
+	}
+	return name, err
 }
 
 // mysqlStmts is a lock name with the fixed text of its statements,
@@ -54,17 +59,42 @@ type mysqlStmts struct {
 
 func (*mysqlBackend) stmtKey(dbKey any) any {
 	// The three strings share one allocation: the two statements, written
-	// one after the other, with the literal inside the first.
-	lit := mysqlLiteral(dbKey.(string))
+	// one after the other, with the literal (mysqlLiteral's text, written
+	// here in place) inside each.
+	name := dbKey.(string)
 	const try0, try1, rel0, rel1 = "SELECT GET_LOCK(", ", 0), CONNECTION_ID()", "SELECT RELEASE_LOCK(", ")"
-	all := try0 + lit + try1 + rel0 + lit + rel1
-	tryEnd := len(try0) + len(lit) + len(try1)
+	const head, digits = "_utf8mb4 X'", "0123456789abcdef"
+	litLen := len(head) + 2*len(name) + 1
+	tryEnd := len(try0) + litLen + len(try1)
+	if e := mysqlStmtTexts.get(name, ""); e != nil { // a recent name: the same text
+		all := e.text
+		return &mysqlStmts{lit: all[len(try0) : len(try0)+litLen], try: all[:tryEnd], release: all[tryEnd:]}
+	}
+	var b strings.Builder
+	b.Grow(len(try0) + len(try1) + len(rel0) + len(rel1) + 2*litLen)
+	for _, part := range [...]string{try0, try1, rel0, rel1} {
+		if part == try1 || part == rel1 {
+			b.WriteString(head)
+			for i := 0; i < len(name); i++ {
+				b.WriteByte(digits[name[i]>>4])
+				b.WriteByte(digits[name[i]&0xf])
+			}
+			b.WriteByte('\'')
+		}
+		b.WriteString(part)
+	}
+	all := b.String()
+	mysqlStmtTexts.put(&cachedKey{key: name, text: all})
 	return &mysqlStmts{
-		lit:     all[len(try0) : len(try0)+len(lit)],
+		lit:     all[len(try0) : len(try0)+litLen],
 		try:     all[:tryEnd],
 		release: all[tryEnd:],
 	}
 }
+
+// mysqlStmtTexts remembers the statement text stmtKey wrote for recent
+// names (the text only: each Lock gets its own mysqlStmts).
+var mysqlStmtTexts = newKeyCache()
 
 func (*mysqlBackend) checkMode(o options) error {
 	switch {
@@ -131,14 +161,20 @@ func (b *mysqlBackend) waitSQL(k *mysqlStmts, bd waitBound) string {
 }
 
 func (b *mysqlBackend) lock(ctx context.Context, t target, k any, _ options, bd waitBound, c *canceller) (bool, error) {
-	q := t.q
-	var (
-		r  sql.NullInt64
-		at int64
-	)
 	c.start()
-	err := q.QueryRowContext(ctx, b.lockSQL(k.(*mysqlStmts), bd)).Scan(&r, &at)
+	row, err := queryRow(ctx, t.q, b.lockSQL(k.(*mysqlStmts), bd), 2)
 	c.stop()
+	if err != nil {
+		return false, err
+	}
+	var r sql.NullInt64
+	if r.Int64, r.Valid, err = valueInt(row[0]); err != nil {
+		return false, err
+	}
+	at, valid, err := valueInt(row[1])
+	if err == nil && !valid {
+		err = errors.New("dlock: CONNECTION_ID() returned NULL")
+	}
 	if err != nil {
 		return false, err
 	}
@@ -222,9 +258,12 @@ func (e *mysqlMovedError) Is(target error) bool {
 }
 
 func (*mysqlBackend) unlock(ctx context.Context, t target, k any, _ options) (bool, error) {
-	var r sql.NullInt64
-	err := t.q.QueryRowContext(ctx, k.(*mysqlStmts).release).Scan(&r)
-	return r.Valid && r.Int64 == 1, err
+	row, err := queryRow(ctx, t.q, k.(*mysqlStmts).release, 1)
+	if err != nil {
+		return false, err
+	}
+	n, valid, err := valueInt(row[0])
+	return valid && n == 1, err
 }
 
 func (*mysqlBackend) held(ctx context.Context, t target, k any, _ options) (bool, error) {

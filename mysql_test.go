@@ -159,3 +159,21 @@ func TestMySQLMovedError(t *testing.T) {
 		}
 	}
 }
+
+// TestMySQLStmtKeyText checks the statements stmtKey writes in one
+// allocation against the literal of mysqlLiteral.
+func TestMySQLStmtKeyText(t *testing.T) {
+	be := &mysqlBackend{}
+	for _, name := range []string{"", "key", "Ünïcödé ключ", "a'b\\c\x00\xff", strings.Repeat("x", 64)} {
+		for range 2 { // built, then remembered
+			k := be.stmtKey(name).(*mysqlStmts)
+			lit := mysqlLiteral(name)
+			if k.lit != lit || k.try != "SELECT GET_LOCK("+lit+", 0), CONNECTION_ID()" || k.release != "SELECT RELEASE_LOCK("+lit+")" {
+				t.Errorf("stmtKey(%q) = %+v, want the literal %s", name, *k, lit)
+			}
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = be.stmtKey("key") }); n > 1 {
+		t.Errorf("stmtKey of a recent name allocates %v times, want 1", n)
+	}
+}

@@ -111,8 +111,10 @@ func (l *Lock) released(ctx context.Context, since time.Time, err error) {
 	if obs := l.bind.reg.cfg.Observer; obs != nil {
 		obs.Released(ctx, e)
 	}
-	l.bind.log(ctx, slog.LevelDebug, "dlock: released", slog.String("key", keyText(l.key)),
-		slog.Int64("session", e.SessionID), slog.Duration("held", e.Held))
+	if l.bind.logs(ctx, slog.LevelDebug) { // keyText allocates: only for a record
+		l.bind.reg.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "dlock: released", slog.String("key", keyText(l.key)),
+			slog.Int64("session", e.SessionID), slog.Duration("held", e.Held))
+	}
 }
 
 // reportLost tells the Observer and the Logger that a hold was found lost

@@ -41,7 +41,21 @@ import (
 type pgBackend struct{}
 
 func (pgBackend) dbKey(key any, prefix string) (any, error) {
-	return pgKey(key, prefix)
+	s, isString := key.(string)
+	if isString {
+		if e := pgKeys.get(s, prefix); e != nil {
+			return e.dbKey, nil
+		}
+	}
+	k, err := pgKey(key, prefix)
+	if err != nil {
+		return nil, err
+	}
+	dbKey := any(k)
+	if isString {
+		pgKeys.put(&cachedKey{key: s, prefix: prefix, dbKey: dbKey})
+	}
+	return dbKey, nil
 }
 
 func (pgBackend) stmtKey(dbKey any) any { return dbKey }
@@ -130,9 +144,7 @@ func (pgBackend) lock(ctx context.Context, t target, k any, o options, b waitBou
 		if t.check != 0 {
 			return pgTryOnBackend(ctx, q, key, o, t.check)
 		}
-		var ok bool
-		err := q.QueryRowContext(ctx, pgStmt(o).try, key).Scan(&ok)
-		return ok, err
+		return pgBool(ctx, q, pgStmt(o).try, key)
 	case b.wait <= 0 && !b.cancellable:
 		return pgWaitForever(ctx, q, tx, key, o)
 	}
@@ -265,8 +277,19 @@ func (pgBackend) unlock(ctx context.Context, t target, k any, o options) (bool, 
 	if t.check != 0 {
 		return pgUnlockOnBackend(ctx, t.q, k, o, t.check)
 	}
-	var ok bool
-	err := t.q.QueryRowContext(ctx, pgStmt(o).unlock, k).Scan(&ok)
+	return pgBool(ctx, t.q, pgStmt(o).unlock, k)
+}
+
+// pgBool runs a statement of one boolean column, never NULL, on key.
+func pgBool(ctx context.Context, q querier, query string, key any) (bool, error) {
+	row, err := queryRow(ctx, q, query, 1, key)
+	if err != nil {
+		return false, err
+	}
+	ok, valid, err := valueBool(row[0])
+	if err == nil && !valid {
+		err = fmt.Errorf("dlock: %s returned NULL", query)
+	}
 	return ok, err
 }
 

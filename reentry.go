@@ -14,6 +14,7 @@ type heldKey struct {
 	server *server // the pool's
 	dbKey  any
 	parent *heldKey
+	pin    *pin // the session's, for WithLock's own Lock; set by connection
 	// For the Observer, when no session could be had for the acquire.
 	key  any
 	mode options

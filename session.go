@@ -22,15 +22,18 @@ import (
 // belongs to another Lock on the same key.
 //
 // A session holds no reference to its connection, *sql.Conn or *sql.Tx,
-// so that the weak registries below can forget it once they are gone.
+// so that the weak registries below can forget it once they are gone;
+// the one exception, owned, lasts while a Connection or WithLock runs on
+// a *sql.Conn it took from the pool, and ends before it closes it.
 type session struct {
-	sem    chan struct{}      // the per-session mutex; ctx-aware
-	nextID atomic.Uint64      // Lock sequence numbers
-	pins   atomic.Uint64      // pin generations handed out
-	idSeen atomic.Int64       // id, for readers without the session mutex
-	pg     pgConnRef          // pgx's PgConn behind the session, if any, weakly; set once
-	dc     weak.Pointer[byte] // the driver connection, for connClosed; set once
-	dcType reflect.Type       // its pointer type
+	sem    chan struct{}       // the per-session mutex; ctx-aware
+	nextID atomic.Uint64       // Lock sequence numbers
+	pins   atomic.Uint64       // pin generations handed out
+	idSeen atomic.Int64        // id, for readers without the session mutex
+	pg     pgConnRef           // pgx's PgConn behind the session, if any, weakly; set once
+	dc     weak.Pointer[byte]  // the driver connection, for connClosed; set once
+	dcType reflect.Type        // its pointer type
+	owned  atomic.Pointer[pin] // the pin of a running Connection or WithLock that took the session from the pool
 
 	// Guarded by sem.
 	overrun overrunGuard

@@ -83,7 +83,9 @@ func withLock(ctx context.Context, db *gorm.DB, reg registration, key any, fn fu
 		by = deadline{at: time.Now().Add(o.timeout), timeout: o.timeout}
 	}
 	h := &heldKey{server: reg.server, dbKey: dbKey, key: key, mode: options{shared: o.shared, xact: o.xact}, wait: o.wait}
-	run := func(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc) error {
+	// The Lock's statements use ctx: fn's context (with h and the loss)
+	// matters only once fn runs, and is made lazily (see fnCtx).
+	run := func(_ context.Context, tx *gorm.DB, lost *fnCtx) error {
 		return lockAndRun(ctx, tx, lost, key, h, fn, o, by)
 	}
 	if o.xact {
@@ -99,9 +101,14 @@ type deadline struct {
 }
 
 // lockAndRun acquires key on tx's session, runs fn and releases. ctx is
-// fn's: it carries h, the key fn runs under.
-func lockAndRun(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc, key any, h *heldKey, fn func(tx *gorm.DB) error, o options, by deadline) error {
-	l, err := newLockKeyed(tx, key, h.dbKey, options{shared: o.shared, xact: o.xact})
+// WithLock's; fn's (tx.Statement.Context) carries h, the key fn runs
+// under, and ends with lost.
+func lockAndRun(ctx context.Context, tx *gorm.DB, lost lossListener, key any, h *heldKey, fn func(tx *gorm.DB) error, o options, by deadline) error {
+	var p *pin // the pin connection found; a transaction's Lock has none
+	if !o.xact {
+		p = h.pin
+	}
+	l, err := newLockKeyed(tx, key, h.dbKey, options{shared: o.shared, xact: o.xact}, p)
 	if err != nil {
 		return err
 	}
@@ -160,7 +167,7 @@ func Connection(ctx context.Context, db *gorm.DB, fn func(tx *gorm.DB) error) er
 		// No dlock Lock can be made on it: plain db.Connection.
 		return db.WithContext(ctx).Connection(fn)
 	}
-	return oneLine(connection(ctx, db, reg, nil, deadline{}, func(_ context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error { return fn(tx) }))
+	return oneLine(connection(ctx, db, reg, nil, deadline{}, func(_ context.Context, tx *gorm.DB, _ *fnCtx) error { return fn(tx) }))
 }
 
 // connection runs fn on a pinned session (see pinSession) and releases
@@ -178,45 +185,56 @@ func connection(ctx context.Context, db *gorm.DB, reg registration, h *heldKey, 
 	if owned {
 		defer func() { _ = conn.Close() }()
 	}
-	p := pinOf(conn)
+	var p *pin
+	if owned {
+		var s *session
+		p, s = ownPin(conn)
+		defer p.disown(s) // before the Close
+	} else {
+		p = pinOf(conn)
+	}
+	if h != nil {
+		h.pin = p
+	}
 	since := p.sess.nextID.Load()
-	ctx, lost := fnContext(ctx, h)
-	defer lost(nil)
-	tx := base.WithContext(ctx) // the one Session fn and dlock's calls share
+	fc := fnContext(ctx, h)
+	defer fc.end()
+	tx := base.WithContext(fc) // the one Session fn and dlock's calls share
 	tx.Statement.ConnPool = conn
-	return runThen(func() error { return fn(ctx, tx, lost) },
-		func() error { return releaseLeaked(quiet(ctx), tx, conn, p, since) })
+	return runThen(func() error { return fn(fc, tx, fc) },
+		func() error { return releaseLeaked(ctx, tx, conn, p, since) })
 }
 
 // fnContext returns fn's context: ctx, carrying h when it is not nil,
-// that ends when a lock is found lost.
-func fnContext(ctx context.Context, h *heldKey) (context.Context, context.CancelCauseFunc) {
+// that ends when a lock is found lost (lose) and when fn's call ends
+// (end).
+func fnContext(ctx context.Context, h *heldKey) *fnCtx {
 	if cur, _ := ctx.Value(heldCtxKey{}).(*heldKey); h != nil && cur != h {
 		h.parent = cur // ctx may carry h already: an Xact fn's, from connection
-		ctx = context.WithValue(ctx, heldCtxKey{}, h)
+		return newFnCtx(ctx, h)
 	}
-	return context.WithCancelCause(ctx)
+	return newFnCtx(ctx, nil)
 }
 
 // sessionFunc is what connection and withTransaction run: fn with its
 // context and tx, and the function that ends that context when a lock is
 // found lost.
-type sessionFunc func(ctx context.Context, tx *gorm.DB, lost context.CancelCauseFunc) error
+type sessionFunc func(ctx context.Context, tx *gorm.DB, lost *fnCtx) error
 
 // withTransaction runs fn inside a transaction: a savepoint when db is
 // already in one; else a transaction on the session connection pins.
 func withTransaction(ctx context.Context, db *gorm.DB, reg registration, h *heldKey, by deadline, fn sessionFunc) error {
 	inTx := func(ctx context.Context, tx *gorm.DB) error {
 		return tx.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			ctx, lost := fnContext(ctx, h)
-			defer lost(nil)
-			return fn(ctx, tx.WithContext(ctx), lost)
+			fc := fnContext(ctx, h)
+			defer fc.end()
+			return fn(fc, tx.WithContext(fc), fc)
 		})
 	}
 	if isTransaction(db) {
 		return inTx(ctx, db)
 	}
-	return connection(ctx, db, reg, h, by, func(ctx context.Context, tx *gorm.DB, _ context.CancelCauseFunc) error {
+	return connection(ctx, db, reg, h, by, func(ctx context.Context, tx *gorm.DB, _ *fnCtx) error {
 		if c, ok := tx.Statement.ConnPool.(*sql.Conn); ok {
 			if st, known := pgxTxStatus(c); known && st != 'I' {
 				return fmt.Errorf("%w: Xact: a transaction is already open on this session; pass its tx to WithLock", ErrNotPinned)

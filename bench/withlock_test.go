@@ -24,18 +24,30 @@ import (
 // statements that way too). It reports the median cycle of each series,
 // the ratios of the medians, and the client CPU time per cycle of each
 // series (process user+system time around each call), which the bimodal
-// loopback round trip of a small machine does not move.
+// loopback round trip of a small machine does not move. A fourth series,
+// "peer", is the Go peer on the same pool (go-mysql-lock, go-pglock) in
+// the same wait mode as WithLock's default (wait until acquired).
 func BenchmarkWithLockPaired(b *testing.B) {
 	forEachServer(b, func(b *testing.B, s *server) {
 		p := s.pool(b)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		k := newKey(lockName("withlock", "paired"))
-		names := []string{"withlock", "hand", "handquiet"}
+		peer, err := newLocker(implPeer, on{p: p}, k, modeBlock)
+		if err != nil {
+			b.Fatal(err)
+		}
+		names := []string{"withlock", "hand", "handquiet", "peer"}
 		series := []func() error{
 			func() error { return dlock.WithLock(ctx, p.gdb, k.name, func(*gorm.DB) error { return nil }) },
 			func() error { return handWritten(ctx, p, k) },
 			func() error { return handWritten(context.Background(), p, k) },
+			func() error {
+				if _, err := peer.acquire(ctx); err != nil {
+					return err
+				}
+				return peer.release(ctx)
+			},
 		}
 		for _, f := range series { // warm the pool and dlock's session state
 			if err := f(); err != nil {
@@ -63,7 +75,9 @@ func BenchmarkWithLockPaired(b *testing.B) {
 		}
 		b.ReportMetric(med[0]/med[1], "withlock/hand")
 		b.ReportMetric(med[0]/med[2], "withlock/handquiet")
+		b.ReportMetric(med[0]/med[3], "withlock/peer")
 		b.ReportMetric(float64(cpu[0])/float64(cpu[2]), "cpu-withlock/handquiet")
+		b.ReportMetric(float64(cpu[0])/float64(cpu[3]), "cpu-withlock/peer")
 	})
 }
 
@@ -97,6 +111,14 @@ func BenchmarkWithLockAllocs(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if err := handWritten(ctx, p, k); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("series=handquiet", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := handWritten(context.Background(), p, k); err != nil {
 					b.Fatal(err)
 				}
 			}
