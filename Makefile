@@ -107,10 +107,12 @@ test-otel:
 # link no container runtime, and a first `make demo` downloads little.
 TAGS ?=
 
-# The demo is built the quick way: pure Go (both drivers are; no C
-# compiler runs) and without debug information, which a first run on empty
-# caches would otherwise spend about a fifth of its compile time on.
-DEMO_BUILD := -ldflags=-w -gcflags=all=-dwarf=false
+# The demo is built the quick way, for one run: pure Go (both drivers are;
+# no C compiler runs), without debug information and without inlining,
+# which a first run on empty caches would otherwise spend about a quarter
+# of its compile time on (43 s -> 33 s of building on 2 cores).
+DEMO_BUILD := -ldflags=-w -gcflags=all='-dwarf=false -l'
+
 
 demo:
 	cd examples && CGO_ENABLED=0 $(GO) run -tags '$(TAGS)' $(DEMO_BUILD) ./demo

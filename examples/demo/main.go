@@ -34,7 +34,7 @@ const (
 	lockName = "dlock-demo"
 	workers  = 4
 	rounds   = 2
-	holdFor  = 200 * time.Millisecond
+	holdFor  = 100 * time.Millisecond
 )
 
 func main() { exampledb.Main(run) }
