@@ -607,3 +607,15 @@ func (b *testDB) grantProcess(t testing.TB, user string) {
 		}
 	}
 }
+
+// hasMetadataLockInfo reports whether MariaDB's metadata_lock_info plugin
+// is active (Locks needs it there).
+func (b *testDB) hasMetadataLockInfo(t testing.TB) bool {
+	t.Helper()
+	var n int
+	q := "SELECT COUNT(*) FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'METADATA_LOCK_INFO' AND PLUGIN_STATUS = 'ACTIVE'"
+	if err := b.observer(t).QueryRowContext(context.Background(), q).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n == 1
+}
