@@ -151,14 +151,7 @@ func mysqlHoldingByName(ctx context.Context, c *controlConn, holds []watchedHold
 	out := make([]holdStatus, len(holds))
 	for i, h := range holds {
 		o := owners[col[h.stmtKey.(*mysqlStmts).lit]]
-		switch {
-		case o.Valid && o.Int64 == h.sessionID:
-			out[i] = holdHeld
-		case living[h.sessionID]:
-			out[i] = holdDropped
-		default:
-			out[i] = holdSessionEnd
-		}
+		out[i] = statusOf(o.Valid && o.Int64 == h.sessionID, living[h.sessionID])
 	}
 	return out, nil
 }
@@ -277,16 +270,21 @@ func (pgBackend) holding(ctx context.Context, c *controlConn, holds []watchedHol
 	}
 	out := make([]holdStatus, len(holds))
 	for i, h := range holds {
-		switch {
-		case shown[held{h.sessionID, h.dbKey.(int64), h.shared}]:
-			out[i] = holdHeld
-		case alive[h.sessionID]:
-			out[i] = holdDropped
-		default:
-			out[i] = holdSessionEnd
-		}
+		out[i] = statusOf(shown[held{h.sessionID, h.dbKey.(int64), h.shared}], alive[h.sessionID])
 	}
 	return out, nil
+}
+
+// statusOf is the status of a hold that the server shows held by its
+// session or not, and whose session is alive or not.
+func statusOf(held, alive bool) holdStatus {
+	switch {
+	case held:
+		return holdHeld
+	case alive:
+		return holdDropped
+	}
+	return holdSessionEnd
 }
 
 // readLost reads the rows of mysqlHoldingSQL and marks in out each hold
@@ -305,11 +303,7 @@ func readLost(rows *sql.Rows, err error, order []int, out []holdStatus) error {
 		if err := rows.Scan(&p, &alive); err != nil {
 			return err
 		}
-		if alive.Bool {
-			out[order[p]] = holdDropped
-		} else {
-			out[order[p]] = holdSessionEnd
-		}
+		out[order[p]] = statusOf(false, alive.Bool)
 	}
 	return rows.Err()
 }
