@@ -8,19 +8,13 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-
-	"gorm.io/gorm"
 )
 
 // releaseLeaked releases the holds made on the session of conn after
 // Lock sequence number since, when fn of Connection or WithLock returned,
 // and reports them with ErrLeaked. The releases run with ctx's values but
 // not its cancellation.
-func releaseLeaked(ctx context.Context, tx *gorm.DB, conn *sql.Conn, p *pin, since uint64) error {
-	reg, err := registered(tx)
-	if err != nil {
-		return nil // no Lock could have been made
-	}
+func releaseLeaked(ctx context.Context, reg registration, conn *sql.Conn, p *pin, since uint64) error {
 	s := p.sess
 	// A dlock statement still running on the session (an Acquire fn left
 	// waiting) keeps its locks from being checked.

@@ -117,16 +117,17 @@ func New(tx *gorm.DB, key any, opts ...Option) (*Lock, error) {
 
 // newLock is New with the mode options applied.
 func newLock(tx *gorm.DB, key any, mode options) (*Lock, error) {
-	return newLockKeyed(tx, key, nil, mode, nil)
-}
-
-// newLockKeyed is newLock with the key's dbKey, when the caller has it
-// already (nil: work it out).
-func newLockKeyed(tx *gorm.DB, key, dbKey any, mode options, p *pin) (*Lock, error) {
 	reg, err := registered(tx)
 	if err != nil {
 		return nil, err
 	}
+	return newLockKeyed(tx, reg, key, nil, mode, nil)
+}
+
+// newLockKeyed is newLock with tx's registration, and the key's dbKey
+// when the caller has it already (nil: work it out).
+func newLockKeyed(tx *gorm.DB, reg registration, key, dbKey any, mode options, p *pin) (*Lock, error) {
+	var err error
 	l := &Lock{db: tx, key: key, dbKey: dbKey, mode: mode}
 	l.bind.pin = p // nil: bindSession finds it
 	l.bind.reg, l.bind.backend = reg, reg.server.backend

@@ -86,7 +86,7 @@ func withLock(ctx context.Context, db *gorm.DB, reg registration, key any, fn fu
 	// The Lock's statements use ctx: fn's context (with h and the loss)
 	// matters only once fn runs, and is made lazily (see fnCtx).
 	run := func(_ context.Context, tx *gorm.DB, lost *fnCtx) error {
-		return lockAndRun(ctx, tx, lost, key, h, fn, o, by)
+		return lockAndRun(ctx, tx, reg, lost, key, h, fn, o, by)
 	}
 	if o.xact {
 		return withTransaction(ctx, db, reg, h, by, run)
@@ -103,12 +103,12 @@ type deadline struct {
 // lockAndRun acquires key on tx's session, runs fn and releases. ctx is
 // WithLock's; fn's (tx.Statement.Context) carries h, the key fn runs
 // under, and ends with lost.
-func lockAndRun(ctx context.Context, tx *gorm.DB, lost lossListener, key any, h *heldKey, fn func(tx *gorm.DB) error, o options, by deadline) error {
+func lockAndRun(ctx context.Context, tx *gorm.DB, reg registration, lost lossListener, key any, h *heldKey, fn func(tx *gorm.DB) error, o options, by deadline) error {
 	var p *pin // the pin connection found; a transaction's Lock has none
 	if !o.xact {
 		p = h.pin
 	}
-	l, err := newLockKeyed(tx, key, h.dbKey, options{shared: o.shared, xact: o.xact}, p)
+	l, err := newLockKeyed(tx, reg, key, h.dbKey, options{shared: o.shared, xact: o.xact}, p)
 	if err != nil {
 		return err
 	}
@@ -202,7 +202,7 @@ func connection(ctx context.Context, db *gorm.DB, reg registration, h *heldKey, 
 	tx := base.WithContext(fc) // the one Session fn and dlock's calls share
 	tx.Statement.ConnPool = conn
 	return runThen(func() error { return fn(fc, tx, fc) },
-		func() error { return releaseLeaked(ctx, tx, conn, p, since) })
+		func() error { return releaseLeaked(ctx, reg, conn, p, since) })
 }
 
 // fnContext returns fn's context: ctx, carrying h when it is not nil,
