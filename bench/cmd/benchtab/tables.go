@@ -303,32 +303,40 @@ func writeTargets(w io.Writer, r *results, dbs []string) {
 		return fmt.Sprintf("%.3f", v), v >= 1.995 && v <= 2.005
 	})
 	row("`WithLock` on the pool within 10 % of the same cycle written by hand (`db.Conn`, try, unlock, `Close`; interleaved)", func(db string) (string, bool) {
-		v, ok := r.get("WithLockPaired/db="+db, "withlock/hand")
+		v, ok := r.get("WithLockPaired/db="+db+"/pair=withlock-hand", "withlock/hand")
 		if !ok {
 			return "—", false
 		}
 		return fmt.Sprintf("%.2f×", v), v <= 1.10
 	})
 	row("`WithLock` on the pool within 5 % of the hand-written cycle on a context the driver does not watch (interleaved)", func(db string) (string, bool) {
-		v, ok := r.get("WithLockPaired/db="+db, "withlock/handquiet")
+		v, ok := r.get("WithLockPaired/db="+db+"/pair=withlock-handquiet", "withlock/handquiet")
 		if !ok {
 			return "—", false
 		}
-		return fmt.Sprintf("%.2f×", v), v <= 1.05
+		s := fmt.Sprintf("%.2f×", v)
+		if g, ok := r.get("WithLockPaired/db="+db+"/pair=gorm-handquiet", "gorm/handquiet"); ok {
+			s += fmt.Sprintf(" (GORM's own `db.Connection` around the same statements: %.2f×)", g)
+		}
+		return s, v <= 1.05
 	})
 	row("client CPU per `WithLock` cycle within 10 % of that hand-written cycle's", func(db string) (string, bool) {
-		v, ok := r.get("WithLockPaired/db="+db, "cpu-withlock/handquiet")
+		v, ok := r.get("WithLockPaired/db="+db+"/pair=withlock-handquiet", "cpu-withlock/handquiet")
 		if !ok {
 			return "—", false
 		}
 		return fmt.Sprintf("%.2f×", v), v <= 1.10
 	})
 	row("`WithLock` on the pool at most 0.95× the Go peer's cycle (go-mysql-lock, go-pglock; interleaved)", func(db string) (string, bool) {
-		v, ok := r.get("WithLockPaired/db="+db, "withlock/peer")
+		v, ok := r.get("WithLockPaired/db="+db+"/pair=withlock-peer", "withlock/peer")
 		if !ok {
 			return "—", false
 		}
-		return fmt.Sprintf("%.2f×", v), v <= 0.95
+		s := fmt.Sprintf("%.2f×", v)
+		if h, ok := r.get("WithLockPaired/db="+db+"/pair=handquiet-peer", "handquiet/peer"); ok {
+			s += fmt.Sprintf(" (the hand-written cycle on a quiet context: %.2f×)", h)
+		}
+		return s, v <= 0.95
 	})
 	row("`WithLock` allocates at most 8 more objects than the hand-written cycle on a context the driver does not watch", func(db string) (string, bool) {
 		w, ok := r.get("WithLockAllocs/db="+db+"/series=withlock", "allocs/op")
@@ -339,6 +347,9 @@ func writeTargets(w io.Writer, r *results, dbs []string) {
 		s := fmt.Sprintf("%.0f (hand, quiet %.0f", w, h)
 		if c, ok := r.get("WithLockAllocs/db="+db+"/series=hand", "allocs/op"); ok {
 			s += fmt.Sprintf("; caller's ctx %.0f", c)
+		}
+		if g, ok := r.get("WithLockAllocs/db="+db+"/series=gorm", "allocs/op"); ok {
+			s += fmt.Sprintf("; GORM's `db.Connection` around it %.0f", g)
 		}
 		return s + ")", w-h <= 8
 	})
