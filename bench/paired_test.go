@@ -23,7 +23,10 @@ import (
 // keys=10000 goes round-robin over 10 000 names and makes the dlock Lock
 // anew per cycle (dlock.New included). It reports the median cycle of
 // each series (dlock-ns/cycle, raw-ns/cycle or rawctx-ns/cycle) and the
-// ratio of the medians (dlock/raw or dlock/rawctx).
+// ratio of the medians (dlock/raw or dlock/rawctx), and the client CPU
+// time per cycle of each series (process user+system time around each
+// cycle, dlock-cpu-ns/cycle ...) with its ratio (cpu-dlock/raw or
+// cpu-dlock/rawctx).
 func BenchmarkPaired(b *testing.B) {
 	forEachServer(b, func(b *testing.B, s *server) {
 		p := s.pool(b)
@@ -47,6 +50,7 @@ func BenchmarkPaired(b *testing.B) {
 					k := newKey(lockName("pair", c.mode))
 					ls := make([]locker, len(impls))
 					times := make([][]time.Duration, len(impls))
+					cpu := make([]time.Duration, len(impls))
 					for j, impl := range impls {
 						l, err := newLocker(impl, where, k, c.mode)
 						if err != nil {
@@ -70,9 +74,10 @@ func BenchmarkPaired(b *testing.B) {
 							}
 						}
 						for j, l := range ls {
-							t0 := time.Now()
+							c0, t0 := cpuTime(), time.Now()
 							cycle(b, ctx, l)
 							times[j] = append(times[j], time.Since(t0))
+							cpu[j] += cpuTime() - c0
 						}
 					}
 					med := make([]float64, len(impls))
@@ -80,8 +85,10 @@ func BenchmarkPaired(b *testing.B) {
 						slices.Sort(times[j])
 						med[j] = float64(percentile(times[j], 50))
 						b.ReportMetric(med[j], impl+"-ns/cycle")
+						b.ReportMetric(float64(cpu[j])/float64(len(times[j])), impl+"-cpu-ns/cycle")
 					}
 					b.ReportMetric(med[0]/med[1], "dlock/"+vs)
+					b.ReportMetric(float64(cpu[0])/float64(cpu[1]), "cpu-dlock/"+vs)
 				})
 			}
 		}

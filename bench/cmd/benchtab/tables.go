@@ -277,6 +277,13 @@ func writeTargets(w io.Writer, r *results, dbs []string) {
 	}
 	row("uncontended cycle within 10 % of one round trip per statement (dlock / raw SQL, interleaved)", paired("1"))
 	row("the same, round-robin over 10 000 keys", paired("10000"))
+	row("client CPU per uncontended cycle within 10 % of raw SQL's (process CPU time, interleaved)", func(db string) (string, bool) {
+		v, ok := r.get("Paired/db="+db+"/keys=1/mode=block/vs=raw", "cpu-dlock/raw")
+		if !ok {
+			return "—", false
+		}
+		return fmt.Sprintf("%.2f×", v), v <= 1.10
+	})
 	row("exactly two round trips per uncontended cycle, every wait mode (probe apart)", func(db string) (string, bool) {
 		var vs []float64
 		for _, m := range []string{"block", "timeout", "try"} {
