@@ -16,10 +16,13 @@ import (
 // Entries are found by the key's address and confirmed by a weak pointer
 // to the key, so that a lookup makes no weak pointer (which takes a lock
 // in the runtime): an entry whose key is gone no longer matches, even
-// when a new object has the same address, and its key's cleanup deletes
-// it unless a live key has taken the address since.
+// when a new object has the same address, and the key's cleanup deletes
+// it unless a live key has taken the address since. The address is a
+// plain map key, never boxed: a boxed address is a small allocation that
+// could share a block with a small key and keep it alive.
 type weakMap[K, V any] struct {
-	m sync.Map // uintptr(key) -> *weakEntry[K, V]
+	mu sync.RWMutex
+	m  map[uintptr]*weakEntry[K, V]
 }
 
 type weakEntry[K, V any] struct {
@@ -28,21 +31,18 @@ type weakEntry[K, V any] struct {
 }
 
 func (w *weakMap[K, V]) load(k *K) (V, bool) {
-	if e, ok := w.m.Load(uintptr(unsafe.Pointer(k))); ok {
-		if e := e.(*weakEntry[K, V]); e.key.Value() == k {
-			return e.v, true
-		}
+	w.mu.RLock()
+	e := w.m[uintptr(unsafe.Pointer(k))]
+	w.mu.RUnlock()
+	if e != nil && e.key.Value() == k {
+		return e.v, true
 	}
 	var zero V
 	return zero, false
 }
 
 func (w *weakMap[K, V]) store(k *K, v V) {
-	addr := uintptr(unsafe.Pointer(k))
-	e := &weakEntry[K, V]{key: weak.Make(k), v: v}
-	if old, loaded := w.m.Swap(addr, e); !loaded || old.(*weakEntry[K, V]).key != e.key {
-		w.cleanUpWith(k, addr)
-	}
+	w.put(k, func(*weakEntry[K, V]) bool { return true }, v)
 }
 
 // loadOrStore returns the value for k, storing mk() first if there is none.
@@ -50,28 +50,37 @@ func (w *weakMap[K, V]) loadOrStore(k *K, mk func() V) V {
 	if v, ok := w.load(k); ok {
 		return v
 	}
-	addr := uintptr(unsafe.Pointer(k))
-	e := &weakEntry[K, V]{key: weak.Make(k), v: mk()}
-	for {
-		cur, loaded := w.m.LoadOrStore(addr, e)
-		if !loaded {
-			w.cleanUpWith(k, addr)
-			return e.v
-		}
-		if c := cur.(*weakEntry[K, V]); c.key.Value() == k {
-			return c.v // stored concurrently
-		} else if w.m.CompareAndSwap(addr, c, e) {
-			w.cleanUpWith(k, addr) // c's key is gone; its cleanup finds e and leaves it
-			return e.v
-		}
-	}
+	return w.put(k, func(old *weakEntry[K, V]) bool { return old.key.Value() != k }, mk())
 }
 
-// cleanUpWith deletes k's entry once k is garbage collected.
-func (w *weakMap[K, V]) cleanUpWith(k *K, addr uintptr) {
-	runtime.AddCleanup(k, func(addr uintptr) {
-		if e, ok := w.m.Load(addr); ok && e.(*weakEntry[K, V]).key.Value() == nil {
-			w.m.CompareAndDelete(addr, e)
-		}
-	}, addr)
+// put stores v for k unless k has an entry that replace refuses, and
+// returns the value k has then.
+func (w *weakMap[K, V]) put(k *K, replace func(old *weakEntry[K, V]) bool, v V) V {
+	addr := uintptr(unsafe.Pointer(k))
+	wp := weak.Make(k)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old := w.m[addr]
+	if old != nil && !replace(old) {
+		return old.v
+	}
+	if w.m == nil {
+		w.m = make(map[uintptr]*weakEntry[K, V])
+	}
+	w.m[addr] = &weakEntry[K, V]{key: wp, v: v}
+	if old == nil || old.key != wp {
+		// The first entry of this key; an older one at the address was
+		// another key's, whose own cleanup leaves this one alone.
+		runtime.AddCleanup(k, w.forget, addr)
+	}
+	return v
+}
+
+// forget deletes the entry at addr if its key is gone.
+func (w *weakMap[K, V]) forget(addr uintptr) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if e := w.m[addr]; e != nil && e.key.Value() == nil {
+		delete(w.m, addr)
+	}
 }

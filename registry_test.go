@@ -57,8 +57,9 @@ func TestWeakMapForgetsCollectedKeys(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		runtime.GC()
-		n := 0
-		w.m.Range(func(any, any) bool { n++; return true })
+		w.mu.RLock()
+		n := len(w.m)
+		w.mu.RUnlock()
 		if n == 0 {
 			break
 		}
@@ -91,7 +92,7 @@ func TestWeakMapStaleEntryAtReusedAddress(t *testing.T) {
 	live := new(weakKey)
 	addr := uintptr(unsafe.Pointer(live))
 	stale := &weakEntry[weakKey, int]{v: 7} // a zero weak pointer: Value is nil
-	w.m.Store(addr, stale)
+	w.m = map[uintptr]*weakEntry[weakKey, int]{addr: stale}
 	if _, ok := w.load(live); ok {
 		t.Fatal("load matched an entry whose key is gone")
 	}
@@ -110,7 +111,11 @@ func TestWeakMapConcurrentLoadOrStore(t *testing.T) {
 	got := make([]*int, 8)
 	var wg sync.WaitGroup
 	for i := range got {
-		wg.Go(func() { got[i] = w.loadOrStore(k, func() *int { return new(int) }) })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = w.loadOrStore(k, func() *int { return new(int) })
+		}()
 	}
 	wg.Wait()
 	for _, p := range got {
