@@ -18,8 +18,8 @@ import (
 //
 //	acquire            SELECT pg_advisory_lock($1) FROM set_config('lock_timeout', '0', true)
 //	acquire, timeout   SELECT pg_advisory_lock($1) FROM set_config('lock_timeout', $2, true)
-//	try once           SELECT pg_try_advisory_lock($1)
-//	release            SELECT pg_advisory_unlock($1)
+//	try once           SELECT 1 WHERE pg_try_advisory_lock($1)
+//	release            SELECT 1 WHERE pg_advisory_unlock($1)
 //	held               SELECT EXISTS (SELECT 1 FROM pg_locks WHERE ... pid = pg_backend_pid())
 //	session id         SELECT pg_backend_pid()
 //	cancel (control)   SELECT pg_cancel_backend($1)
@@ -32,6 +32,11 @@ import (
 //
 //	try once           SELECT pg_try_advisory_lock($1), pg_backend_pid()
 //	release            SELECT CASE WHEN pg_backend_pid() = $2 THEN pg_advisory_unlock($1) END, pg_backend_pid()
+//
+// The try and the release are sent with ExecContext: the answer is whether
+// the one row came back, which the command tag (SELECT 1 or SELECT 0)
+// says, so no row is read (see pgTrue). PostgreSQL evaluates the WHERE
+// of a statement without FROM once, as a one-time filter.
 //
 // set_config(..., true) outside a transaction block lasts for the one
 // statement, so the session's lock_timeout is never changed. Inside an
@@ -105,8 +110,8 @@ var pgStmtTable = func() (t [2][2]pgStmts) {
 			o := options{xact: x == 1, shared: sh == 1}
 			onBackend := "CASE WHEN pg_backend_pid() = $2 THEN " + pgFunc("", "unlock", o) + " END"
 			t[x][sh] = pgStmts{
-				try:       "SELECT " + pgFunc("try_", "lock", o),
-				unlock:    "SELECT " + pgFunc("", "unlock", o),
+				try:       "SELECT 1 WHERE " + pgFunc("try_", "lock", o),
+				unlock:    "SELECT 1 WHERE " + pgFunc("", "unlock", o),
 				lock:      pgFunc("", "lock", o),
 				tryPID:    "SELECT " + pgFunc("try_", "lock", o) + ", pg_backend_pid()",
 				unlockPID: "SELECT " + onBackend + ", pg_backend_pid()",
@@ -144,7 +149,7 @@ func (pgBackend) lock(ctx context.Context, t target, k any, o options, b waitBou
 		if t.check != 0 {
 			return pgTryOnBackend(ctx, q, key, o, t.check)
 		}
-		return pgBool(ctx, q, pgStmt(o).try, key)
+		return pgTrue(ctx, q, pgStmt(o).try, key)
 	case b.wait <= 0 && !b.cancellable:
 		return pgWaitForever(ctx, q, tx, key, o)
 	}
@@ -277,20 +282,20 @@ func (pgBackend) unlock(ctx context.Context, t target, k any, o options) (bool, 
 	if t.check != 0 {
 		return pgUnlockOnBackend(ctx, t.q, k, o, t.check)
 	}
-	return pgBool(ctx, t.q, pgStmt(o).unlock, k)
+	return pgTrue(ctx, t.q, pgStmt(o).unlock, k)
 }
 
-// pgBool runs a statement of one boolean column, never NULL, on key.
-func pgBool(ctx context.Context, q querier, query string, key any) (bool, error) {
-	row, err := queryRow(ctx, q, query, 1, key)
-	if err != nil {
+// pgTrue runs query, a SELECT 1 WHERE on key, and reports whether its row
+// came back.
+func pgTrue(ctx context.Context, q querier, query string, key any) (bool, error) {
+	n, err := execRows(ctx, q, query, key)
+	switch {
+	case err != nil:
 		return false, err
+	case n != 0 && n != 1:
+		return false, fmt.Errorf("dlock: %s returned %d rows", query, n)
 	}
-	ok, valid, err := valueBool(row[0])
-	if err == nil && !valid {
-		err = fmt.Errorf("dlock: %s returned NULL", query)
-	}
-	return ok, err
+	return n == 1, nil
 }
 
 // pgUnlockOnBackend releases key only if the statement runs on backend

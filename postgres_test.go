@@ -63,6 +63,25 @@ func TestPgKeepaliveSQL(t *testing.T) {
 	}
 }
 
+// The try and the release are SELECT 1 WHERE, whose answer is the command
+// tag: no row to read.
+func TestPgStatements(t *testing.T) {
+	for _, tt := range []struct {
+		o           options
+		try, unlock string
+	}{
+		{options{}, "SELECT 1 WHERE pg_try_advisory_lock($1)", "SELECT 1 WHERE pg_advisory_unlock($1)"},
+		{options{shared: true}, "SELECT 1 WHERE pg_try_advisory_lock_shared($1)", "SELECT 1 WHERE pg_advisory_unlock_shared($1)"},
+		// A transaction-level lock is never released by a statement.
+		{options{xact: true}, "SELECT 1 WHERE pg_try_advisory_xact_lock($1)", ""},
+		{options{xact: true, shared: true}, "SELECT 1 WHERE pg_try_advisory_xact_lock_shared($1)", ""},
+	} {
+		if s := pgStmt(tt.o); s.try != tt.try || (tt.unlock != "" && s.unlock != tt.unlock) {
+			t.Errorf("pgStmt(%+v) = %q, %q; want %q, %q", tt.o, s.try, s.unlock, tt.try, tt.unlock)
+		}
+	}
+}
+
 // On a session with a verified backend pid, the statements carry the pid
 // back, and a release runs only on that backend.
 func TestPgStatementsOnBackend(t *testing.T) {

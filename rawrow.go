@@ -80,27 +80,9 @@ func driverQueryRow(ctx context.Context, dc any, query string, dest []driver.Val
 	if !ok {
 		return true, nil
 	}
-	var named []driver.NamedValue
-	if b.nargs > 0 {
-		named = b.named[:b.nargs]
-		checker, _ := dc.(driver.NamedValueChecker)
-		for i, a := range b.args[:b.nargs] {
-			named[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
-			if checker == nil {
-				if !driver.IsValue(a) {
-					return true, nil
-				}
-				continue
-			}
-			switch err := checker.CheckNamedValue(&named[i]); {
-			case errors.Is(err, driver.ErrSkip):
-				if !driver.IsValue(a) {
-					return true, nil
-				}
-			case err != nil:
-				return true, nil // let database/sql say it
-			}
-		}
+	named, ok := namedArgs(dc, b)
+	if !ok {
+		return true, nil
 	}
 	rows, err := qc.QueryContext(ctx, query, named)
 	switch {
@@ -124,6 +106,79 @@ func driverQueryRow(ctx context.Context, dc any, query string, dest []driver.Val
 		err = cerr
 	}
 	return false, err
+}
+
+// namedArgs returns b's arguments as the driver takes them, or false when
+// one needs a conversion that database/sql would make.
+func namedArgs(dc any, b *rowBuf) ([]driver.NamedValue, bool) {
+	if b.nargs == 0 {
+		return nil, true
+	}
+	named := b.named[:b.nargs]
+	checker, _ := dc.(driver.NamedValueChecker)
+	for i, a := range b.args[:b.nargs] {
+		named[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
+		if checker == nil {
+			if !driver.IsValue(a) {
+				return nil, false
+			}
+			continue
+		}
+		switch err := checker.CheckNamedValue(&named[i]); {
+		case errors.Is(err, driver.ErrSkip):
+			if !driver.IsValue(a) {
+				return nil, false
+			}
+		case err != nil:
+			return nil, false // let database/sql say it
+		}
+	}
+	return named, true
+}
+
+// execRows runs query, with at most maxRowArgs arguments, on q and
+// returns the rows it affected, as the driver reports them: for a SELECT
+// on PostgreSQL, the rows it returned (the command tag). Like queryRow it
+// hands the statement to the driver inside (*sql.Conn).Raw when q is a
+// pinned session and ctx cannot be cancelled, and goes through
+// database/sql otherwise, with the same statement on the wire.
+func execRows(ctx context.Context, q querier, query string, args ...any) (int64, error) {
+	if len(args) > maxRowArgs {
+		return 0, fmt.Errorf("dlock: execRows: %d arguments", len(args))
+	}
+	if c, ok := q.(*sql.Conn); ok && ctx.Done() == nil {
+		b := new(rowBuf)
+		b.nargs = copy(b.args[:], args)
+		var (
+			n    int64
+			skip bool
+		)
+		err := c.Raw(func(dc any) error {
+			ec, ok := dc.(driver.ExecerContext)
+			named, ok2 := namedArgs(dc, b)
+			if skip = !ok || !ok2; skip {
+				return nil
+			}
+			res, err := ec.ExecContext(ctx, query, named)
+			if errors.Is(err, driver.ErrSkip) {
+				skip = true
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
+		if !skip {
+			return n, err
+		}
+	}
+	res, err := q.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // ownValue returns v, a value of a row, as a value that does not share
@@ -181,21 +236,4 @@ func valueInt(v driver.Value) (n int64, valid bool, err error) {
 		return 0, true, nil
 	}
 	return 0, false, fmt.Errorf("dlock: unexpected %T in an integer column", v)
-}
-
-// valueBool reads a boolean column that queryRow stored; valid is false
-// for NULL.
-func valueBool(v driver.Value) (b, valid bool, err error) {
-	switch x := v.(type) {
-	case nil:
-		return false, false, nil
-	case bool:
-		return x, true, nil
-	case int64:
-		return x != 0, true, nil
-	case string:
-		b, err = strconv.ParseBool(x)
-		return b, err == nil, err
-	}
-	return false, false, fmt.Errorf("dlock: unexpected %T in a boolean column", v)
 }

@@ -36,15 +36,4 @@ func TestRowValues(t *testing.T) {
 	if _, _, err := valueInt(3.5); err == nil {
 		t.Error("valueInt(3.5): no error")
 	}
-	for _, v := range []driver.Value{true, int64(1), "t", "true"} {
-		if b, ok, err := valueBool(v); !b || !ok || err != nil {
-			t.Errorf("valueBool(%#v) = %v %v %v", v, b, ok, err)
-		}
-	}
-	if b, ok, err := valueBool(false); b || !ok || err != nil {
-		t.Errorf("valueBool(false) = %v %v %v", b, ok, err)
-	}
-	if _, ok, err := valueBool(nil); ok || err != nil {
-		t.Errorf("valueBool(nil) = %v %v", ok, err)
-	}
 }
