@@ -87,6 +87,11 @@ type mysqlProxy struct {
 	clients map[*proxyClient]struct{}
 	closed  bool
 	log     []proxyLogEntry
+	// noJSONTable makes the proxy answer a statement that uses JSON_TABLE
+	// as a server without it does (MariaDB before 10.6, MySQL before 8.0):
+	// syntax error 1064. refusedJSON counts those answers.
+	noJSONTable bool
+	refusedJSON int
 	wg      sync.WaitGroup
 }
 
@@ -235,12 +240,22 @@ func (p *mysqlProxy) serve(c *proxyClient, n uint32) {
 		}
 		switch cmd.data[0] {
 		case comStmtPrepare:
-			if writePacket(c.conn, 1, errPacket("the test proxy does not route prepared statements")) != nil {
+			msg := errPacket("the test proxy does not route prepared statements")
+			if p.refusesJSONTable(string(cmd.data[1:])) {
+				msg = errPacketNumber(erParseError, "42000", "You have an error in your SQL syntax near 'JSON_TABLE'")
+			}
+			if writePacket(c.conn, 1, msg) != nil {
 				return
 			}
 			continue
 		case comStmtClose:
 			continue // no reply
+		}
+		if cmd.data[0] == comQuery && p.refusesJSONTable(string(cmd.data[1:])) {
+			if writePacket(c.conn, 1, errPacketNumber(erParseError, "42000", "You have an error in your SQL syntax near 'JSON_TABLE'")) != nil {
+				return
+			}
+			continue
 		}
 		b, err := p.route(c, cmd.data)
 		if err != nil {
@@ -361,8 +376,30 @@ func writePacket(w io.Writer, seq byte, data []byte) error {
 
 // errPacket is an ERR packet with the message (error 1105, HY000).
 func errPacket(msg string) []byte {
-	b := []byte{0xff, 0x51, 0x04, '#', 'H', 'Y', '0', '0', '0'}
+	return errPacketNumber(1105, "HY000", msg)
+}
+
+// errPacketNumber is an ERR packet with an error number, a five-character
+// SQLSTATE and a message.
+func errPacketNumber(n uint16, state, msg string) []byte {
+	b := []byte{0xff, byte(n), byte(n >> 8), '#'}
+	b = append(b, state...)
 	return append(b, msg...)
+}
+
+// erParseError is the server's syntax error.
+const erParseError = 1064
+
+// refusesJSONTable reports whether the proxy answers query with a syntax
+// error, as a server without JSON_TABLE would, and counts it.
+func (p *mysqlProxy) refusesJSONTable(query string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.noJSONTable || !strings.Contains(strings.ToUpper(query), "JSON_TABLE") {
+		return false
+	}
+	p.refusedJSON++
+	return true
 }
 
 // handshake does the server side of a client's handshake: any credentials

@@ -279,6 +279,83 @@ func TestMySQLProxyPinnedNoOverlap(t *testing.T) {
 	})
 }
 
+// A server without JSON_TABLE (older than dlock supports) refuses the
+// loss check's statement as a syntax error. The check then names every
+// hold in its text, as v0.2 did: holds still there are not reported lost,
+// one dropped behind dlock's back is, and so is one whose session was
+// killed, each with its cause. The proxy plays the old server, answering
+// JSON_TABLE with error 1064 and passing everything else to MariaDB.
+func TestMySQLLossCheckWithoutJSONTable(t *testing.T) {
+	eachMySQL(t, func(t *testing.T, b *testDB) {
+		p := startProxy(t, b.DSN, proxySession, 2)
+		p.mu.Lock()
+		p.noJSONTable = true
+		p.mu.Unlock()
+		db, _ := openThrough(t, p.DSN(b.DSN))
+		const interval = 100 * time.Millisecond
+		if err := db.Use(dlock.Plugin{CheckInterval: interval}); err != nil {
+			t.Fatalf("db.Use through a proxy in session mode = %v, want nil", err)
+		}
+		cases := []struct {
+			name string
+			end  func(t *testing.T, tx *gorm.DB) // ends the hold behind dlock's back
+			want error
+		}{
+			{"dropped", func(t *testing.T, tx *gorm.DB) {
+				if err := tx.Exec("SELECT RELEASE_ALL_LOCKS()").Error; err != nil {
+					t.Fatalf("RELEASE_ALL_LOCKS() = %v", err)
+				}
+			}, errors.New("is alive but no longer holds it")},
+			{"killed", func(t *testing.T, tx *gorm.DB) {
+				var id int64
+				if err := tx.Raw("SELECT CONNECTION_ID()").Scan(&id).Error; err != nil {
+					t.Fatalf("SELECT CONNECTION_ID() = %v", err)
+				}
+				b.Kill(t, id) // the proxy's server session, which is the client's own
+			}, errors.New("its session ended")},
+		}
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				err := dlock.WithLock(context.Background(), db, b.UniqueKey(t), func(tx *gorm.DB) error {
+					ctx := tx.Statement.Context
+					// Four rounds of the check on a hold that is there.
+					select {
+					case <-ctx.Done():
+						t.Fatalf("fn's context ended while the lock was held: %v", context.Cause(ctx))
+					case <-time.After(4 * interval):
+					}
+					c.end(t, tx)
+					waitDone(t, ctx.Done(), 2*time.Second)
+					cause := context.Cause(ctx)
+					if !errors.Is(cause, dlock.ErrLockLost) || !strings.Contains(cause.Error(), c.want.Error()) {
+						t.Errorf("context.Cause(fn's ctx) = %v, want ErrLockLost saying %q", cause, c.want)
+					}
+					return nil
+				})
+				if !errors.Is(err, dlock.ErrLockLost) {
+					t.Fatalf("WithLock() = %v, want ErrLockLost", err)
+				}
+			})
+		}
+		p.mu.Lock()
+		refused, log := p.refusedJSON, p.log
+		p.mu.Unlock()
+		if refused == 0 {
+			t.Fatalf("the loss check never sent its JSON_TABLE statement to the proxy")
+		}
+		byName := 0
+		for _, e := range log {
+			if strings.Contains(e.query, "IS_USED_LOCK(") && strings.Contains(e.query, "information_schema.PROCESSLIST") {
+				byName++
+			}
+		}
+		if byName == 0 {
+			t.Fatalf("no check statement naming the holds went through the proxy after JSON_TABLE was refused %d times", refused)
+		}
+		t.Logf("JSON_TABLE refused %d times; %d checks named the holds", refused, byName)
+	})
+}
+
 // waitFreeName waits until nobody holds the GET_LOCK name (dlock's name
 // for key with no prefix is the key itself).
 func (b *testDB) waitFreeName(t *testing.T, name string) {
