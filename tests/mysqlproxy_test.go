@@ -92,7 +92,7 @@ type mysqlProxy struct {
 	// syntax error 1064. refusedJSON counts those answers.
 	noJSONTable bool
 	refusedJSON int
-	wg      sync.WaitGroup
+	wg          sync.WaitGroup
 }
 
 // proxyBackend is one server session of the proxy.
