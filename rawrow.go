@@ -32,18 +32,10 @@ func queryRow(ctx context.Context, q querier, query string, ncol int, args ...an
 	b := new(rowBuf)
 	b.nargs = copy(b.args[:], args)
 	dest := b.dest[:ncol]
-	// Only with a context the driver does not watch: database/sql adds
-	// its own watching of a cancellable one.
-	if c, ok := q.(*sql.Conn); ok && ctx.Done() == nil {
-		var skip bool
-		err = c.Raw(func(dc any) error {
-			var err error
-			skip, err = driverQueryRow(ctx, dc, query, dest, b)
-			return err
-		})
-		if !skip {
-			return b.dest, err
-		}
+	if done, err := onDriver(ctx, q, func(dc any) (bool, error) {
+		return driverQueryRow(ctx, dc, query, dest, b)
+	}); done {
+		return b.dest, err
 	}
 	ptrs := b.ptrs[:ncol]
 	for i := range dest {
@@ -56,6 +48,26 @@ func queryRow(ctx context.Context, q querier, query string, ncol int, args ...an
 		dest[i] = ownValue(v)
 	}
 	return b.dest, nil
+}
+
+// onDriver runs fn on the driver connection of q inside (*sql.Conn).Raw
+// when q is a pinned session and ctx cannot be cancelled (database/sql
+// adds its own watching of a cancellable one). done is false when it
+// could not run that way: q is not a *sql.Conn, ctx can be cancelled, or
+// fn reported skip (the driver cannot take the statement so); the caller
+// then goes through database/sql.
+func onDriver(ctx context.Context, q querier, fn func(dc any) (skip bool, err error)) (done bool, err error) {
+	c, ok := q.(*sql.Conn)
+	if !ok || ctx.Done() != nil {
+		return false, nil
+	}
+	var skip bool
+	err = c.Raw(func(dc any) error {
+		var err error
+		skip, err = fn(dc)
+		return err
+	})
+	return !skip, err
 }
 
 // The most columns and arguments a queryRow statement has.
@@ -139,42 +151,34 @@ func namedArgs(dc any, b *rowBuf) ([]driver.NamedValue, bool) {
 // execRows runs query, with at most maxRowArgs arguments, on q and
 // returns the rows it affected, as the driver reports them: for a SELECT
 // on PostgreSQL, the rows it returned (the command tag). Like queryRow it
-// hands the statement to the driver inside (*sql.Conn).Raw when q is a
-// pinned session and ctx cannot be cancelled, and goes through
+// hands the statement to the driver (see onDriver), and goes through
 // database/sql otherwise, with the same statement on the wire.
 func execRows(ctx context.Context, q querier, query string, args ...any) (int64, error) {
 	if len(args) > maxRowArgs {
 		return 0, fmt.Errorf("dlock: execRows: %d arguments", len(args))
 	}
-	if c, ok := q.(*sql.Conn); ok && ctx.Done() == nil {
-		b := new(rowBuf)
-		b.nargs = copy(b.args[:], args)
-		var (
-			n    int64
-			skip bool
-		)
-		err := c.Raw(func(dc any) error {
-			ec, ok := dc.(driver.ExecerContext)
-			named, ok2 := namedArgs(dc, b)
-			if skip = !ok || !ok2; skip {
-				return nil
-			}
-			res, err := ec.ExecContext(ctx, query, named)
-			if errors.Is(err, driver.ErrSkip) {
-				skip = true
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			n, err = res.RowsAffected()
-			return err
-		})
-		if !skip {
-			return n, err
+	b := new(rowBuf)
+	b.nargs = copy(b.args[:], args)
+	var n int64
+	if done, err := onDriver(ctx, q, func(dc any) (skip bool, err error) {
+		ec, ok := dc.(driver.ExecerContext)
+		named, ok2 := namedArgs(dc, b)
+		if !ok || !ok2 {
+			return true, nil
 		}
+		res, err := ec.ExecContext(ctx, query, named)
+		switch {
+		case errors.Is(err, driver.ErrSkip):
+			return true, nil
+		case err != nil:
+			return false, err
+		}
+		n, err = res.RowsAffected()
+		return false, err
+	}); done {
+		return n, err
 	}
-	res, err := q.ExecContext(ctx, query, args...)
+	res, err := q.ExecContext(ctx, query, b.args[:b.nargs]...)
 	if err != nil {
 		return 0, err
 	}
