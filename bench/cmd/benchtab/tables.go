@@ -309,42 +309,34 @@ func writeTargets(w io.Writer, r *results, dbs []string) {
 		}
 		return fmt.Sprintf("%.3f", v), v >= 1.995 && v <= 2.005
 	})
-	row("`WithLock` on the pool within 10 % of the same cycle written by hand (`db.Conn`, try, unlock, `Close`; interleaved)", func(db string) (string, bool) {
-		v, ok := r.get("WithLockPaired/db="+db+"/pair=withlock-hand", "withlock/hand")
-		if !ok {
-			return "—", false
+	// withLockPair reads the ratio metric ("a/b", or "cpu-a/b" for client
+	// CPU) of BenchmarkWithLockPaired's pair a-b against limit, with the
+	// ratio of the floor pair beside it when one is named.
+	withLockPair := func(metric string, limit float64, floor, floorText string) func(db string) (string, bool) {
+		get := func(db, metric string) (float64, bool) {
+			a, b, _ := strings.Cut(strings.TrimPrefix(metric, "cpu-"), "/")
+			return r.get("WithLockPaired/db="+db+"/pair="+a+"-"+b, metric)
 		}
-		return fmt.Sprintf("%.2f×", v), v <= 1.10
-	})
-	row("`WithLock` on the pool within 5 % of the hand-written cycle on a context the driver does not watch (interleaved)", func(db string) (string, bool) {
-		v, ok := r.get("WithLockPaired/db="+db+"/pair=withlock-handquiet", "withlock/handquiet")
-		if !ok {
-			return "—", false
+		return func(db string) (string, bool) {
+			v, ok := get(db, metric)
+			if !ok {
+				return "—", false
+			}
+			s := fmt.Sprintf("%.2f×", v)
+			if f, ok := get(db, floor); floor != "" && ok {
+				s += fmt.Sprintf(" (%s: %.2f×)", floorText, f)
+			}
+			return s, v <= limit
 		}
-		s := fmt.Sprintf("%.2f×", v)
-		if g, ok := r.get("WithLockPaired/db="+db+"/pair=gorm-handquiet", "gorm/handquiet"); ok {
-			s += fmt.Sprintf(" (GORM's own `db.Connection` around the same statements: %.2f×)", g)
-		}
-		return s, v <= 1.05
-	})
-	row("client CPU per `WithLock` cycle within 10 % of that hand-written cycle's", func(db string) (string, bool) {
-		v, ok := r.get("WithLockPaired/db="+db+"/pair=withlock-handquiet", "cpu-withlock/handquiet")
-		if !ok {
-			return "—", false
-		}
-		return fmt.Sprintf("%.2f×", v), v <= 1.10
-	})
-	row("`WithLock` on the pool at most 0.95× the Go peer's cycle (go-mysql-lock, go-pglock; interleaved)", func(db string) (string, bool) {
-		v, ok := r.get("WithLockPaired/db="+db+"/pair=withlock-peer", "withlock/peer")
-		if !ok {
-			return "—", false
-		}
-		s := fmt.Sprintf("%.2f×", v)
-		if h, ok := r.get("WithLockPaired/db="+db+"/pair=handquiet-peer", "handquiet/peer"); ok {
-			s += fmt.Sprintf(" (the hand-written cycle on a quiet context: %.2f×)", h)
-		}
-		return s, v <= 0.95
-	})
+	}
+	row("`WithLock` on the pool within 10 % of the same cycle written by hand (`db.Conn`, try, unlock, `Close`; interleaved)",
+		withLockPair("withlock/hand", 1.10, "", ""))
+	row("`WithLock` on the pool within 5 % of the hand-written cycle on a context the driver does not watch (interleaved)",
+		withLockPair("withlock/handquiet", 1.05, "gorm/handquiet", "GORM's own `db.Connection` around the same statements"))
+	row("client CPU per `WithLock` cycle within 10 % of that hand-written cycle's",
+		withLockPair("cpu-withlock/handquiet", 1.10, "", ""))
+	row("`WithLock` on the pool at most 0.95× the Go peer's cycle (go-mysql-lock, go-pglock; interleaved)",
+		withLockPair("withlock/peer", 0.95, "handquiet/peer", "the hand-written cycle on a quiet context"))
 	row("`WithLock` allocates at most 8 more objects than the hand-written cycle on a context the driver does not watch", func(db string) (string, bool) {
 		w, ok := r.get("WithLockAllocs/db="+db+"/series=withlock", "allocs/op")
 		h, ok2 := r.get("WithLockAllocs/db="+db+"/series=handquiet", "allocs/op")
